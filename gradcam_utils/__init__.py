@@ -1,0 +1,34 @@
+"""Gradient-based visual explanations of CNN image classifiers: the helper behind the notebooks.
+
+Read in this order: models.py (models, images, layers), methods.py (the five methods and
+their hooks), display.py (maps -> pictures), explorer.py (the notebooks' widgets), cli.py.
+"""
+
+from .display import class_labels, gradient_image, heatmap, normalize, overlay, plot_grid
+from .explorer import Explorer, explore
+from .methods import (
+    METHODS,
+    ForwardPass,
+    Rectifier,
+    deconvnet,
+    explain,
+    gradcam,
+    guided_backprop,
+    guided_gradcam,
+    vanilla_backprop,
+)
+from .models import (
+    CLASS_NAMES,
+    EMBEDDED,
+    GradCamError,
+    class_index,
+    default_layer,
+    deprocess,
+    get_layer,
+    input_config,
+    list_layers,
+    load_image,
+    load_model,
+    predict,
+    preprocess,
+)

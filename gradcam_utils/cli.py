@@ -1,0 +1,206 @@
+"""The command line: the seed's main.py job, `python -m gradcam_utils --image-path IMG --arch ARCH --topk 3`."""
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # the command draws to files; no window, whatever the environment says
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from .display import class_labels, default_alpha, overlay, plot_grid  # noqa: E402
+from .methods import METHODS, ForwardPass  # noqa: E402
+from .models import (  # noqa: E402
+    EMBEDDED,
+    TORCHVISION_ARCHS,
+    GradCamError,
+    _close_matches,
+    class_index,
+    class_name,
+    default_layer,
+    deprocess,
+    get_layer,
+    list_layers,
+    load_image,
+    load_model,
+    preprocess,
+)
+
+CAM = {"gradcam", "guided_gradcam"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2, like every other error of the command
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parser():
+    p = _Parser(prog="gradcam-utils", description=__doc__)
+    p.add_argument("-i", "--image-path", action="append", required=True, help="an image; repeat for several")
+    p.add_argument("-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)")
+    p.add_argument("-t", "--target-layer", help="layer for Grad-CAM, as model.named_modules() names it (default: the model's last block)")
+    p.add_argument("-k", "--topk", type=int, default=3, help="explain the top-k classes (default: %(default)s)")
+    p.add_argument("-o", "--output-dir", default="results", help="where the PNGs go (default: %(default)s)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--cuda", action=argparse.BooleanOptionalAction, help="the seed's spelling of --device cuda / --device cpu")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all five")
+    p.add_argument("--layer-sweep", nargs="*", metavar="LAYER", help="Grad-CAM of one class at several layers (default: every list_layers layer)")
+    p.add_argument("--compare-archs", nargs="+", metavar="ARCH", help="Grad-CAM of one class across these archs")
+    p.add_argument("--target-class", help="class for --layer-sweep and --compare-archs: ImageNet name or index (default: the top-1 class)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        run(args)
+    except GradCamError as exc:
+        print(f"gradcam-utils: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args):
+    device = _device(args)
+    images = {Path(path): load_image(path) for path in args.image_path}  # every image checked before anything is written
+    target = None if args.target_class is None else class_index(int(args.target_class) if args.target_class.isdigit() else args.target_class)
+    out = Path(args.output_dir)
+    if args.compare_archs:
+        for arch in args.compare_archs:
+            _check_arch(arch)
+        return compare_archs(images, args.compare_archs, target, device, out)
+    _check_arch(args.arch)
+    model = load_model(args.arch, device=device)
+    if args.target_layer is not None:
+        get_layer(model, args.target_layer)
+    if args.layer_sweep is not None:
+        layers = args.layer_sweep or list_layers(model)
+        for layer in layers:
+            get_layer(model, layer)
+        return layer_sweep(images, model, args.arch, layers, target, out)
+    return explain_images(images, model, args.arch, args.target_layer or default_layer(model), args.topk, args.methods, out)
+
+
+def _device(args):
+    wanted = args.device or ({True: "cuda", False: "cpu"}[args.cuda] if args.cuda is not None else None)
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise GradCamError("CUDA was asked for, but torch sees no CUDA device here; use --device cpu")
+    return torch.device(wanted or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _check_arch(arch):
+    if arch not in EMBEDDED and arch not in TORCHVISION_ARCHS:
+        raise GradCamError(f"unknown arch {arch!r}{_close_matches(arch, list(EMBEDDED) + list(TORCHVISION_ARCHS))}")
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+
+
+def _save(path, write):
+    """Write through a temporary file, so an interrupted run leaves no truncated PNG behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _save_picture(path, picture):
+    return _save(path, lambda f: plt.imsave(f, picture.clip(0, 1), format="png"))
+
+
+def _save_figure(path, fig):
+    _save(path, lambda f: fig.savefig(f, format="png", dpi=90))
+    plt.close(fig)
+    return path
+
+
+def explain_images(images, model, arch, layer, topk, methods, out):
+    """For each image and each of its top-k classes, one PNG per method, plus a classes x methods summary grid."""
+    steps = tqdm(total=len(images) * topk, unit="class", disable=len(images) < 2)
+    written = []
+    for path, image in images.items():
+        x = preprocess(image, model)
+        forward = ForwardPass(model, x, layers=[layer] if CAM & set(methods) else [], rectifiers=True)
+        targets = forward.targets(topk=topk)
+        probabilities = forward.probabilities[0]
+        rows = [(int(i), class_name(int(i)), float(probabilities[i])) for i in targets[:, 0]]
+        maps = {method: forward.maps(method, targets, layer)[:, 0] for method in methods}
+        picture = deprocess(x, model)
+        print(f"{path.name} ({arch}):")
+        for rank, (index, name, probability) in enumerate(rows, start=1):
+            print(f"  #{rank}  {probability:.3f}  {name} ({index})")
+            for method in methods:
+                suffix = f"-{_slug(layer)}" if method in CAM else ""
+                name_ = f"{path.stem}-{arch}-{method}{suffix}-{_slug(name)}.png"
+                written.append(_save_picture(out / name_, overlay(picture, maps[method][rank - 1], default_alpha(method))))
+            steps.update()
+        fig = plot_grid(picture, maps, class_labels(rows), title=f"{path.name}: {arch}, Grad-CAM at {layer}")
+        written.append(_save_figure(out / f"{path.stem}-{arch}-summary.png", fig))
+    steps.close()
+    print(f"wrote {len(written)} files to {out}")
+    return written
+
+
+def layer_sweep(images, model, arch, layers, target, out):
+    """Grad-CAM of one class at each of several layers: how the map sharpens or blurs with depth."""
+    written = []
+    for path, image in images.items():
+        x = preprocess(image, model)
+        forward = ForwardPass(model, x, layers=layers, rectifiers=False)
+        targets = forward.targets(target)
+        name = class_name(int(targets[0, 0]))
+        picture = deprocess(x, model)
+        cams = {layer: forward.cam(targets, layer)[0, 0] for layer in layers}
+        for layer, cam in cams.items():
+            written.append(_save_picture(out / f"{path.stem}-{arch}-gradcam-{_slug(layer)}-{_slug(name)}.png", overlay(picture, cam)))
+        fig = plot_grid(picture, {"gradcam": list(cams.values())}, layers, title=f"{path.name}: Grad-CAM of {name!r} by layer ({arch})")
+        written.append(_save_figure(out / f"{path.stem}-{arch}-layers-{_slug(name)}.png", fig))
+    print(f"wrote {len(written)} files to {out}")
+    return written
+
+
+def compare_archs(images, archs, target, device, out):
+    """Grad-CAM of one class across architectures; archs whose weights can't be had are skipped with a line."""
+    models = {}
+    for arch in archs:
+        try:
+            models[arch] = load_model(arch, device=device)
+        except GradCamError as exc:
+            print(f"skipping {arch}: {exc}", file=sys.stderr)
+    if not models:
+        raise GradCamError("none of the archs could be loaded; the embedded ones work offline: " + ", ".join(EMBEDDED))
+    written = []
+    for path, image in images.items():
+        columns, labels, image_target = [], [], target
+        for arch, model in models.items():
+            x = preprocess(image, model)
+            layer = default_layer(model)
+            forward = ForwardPass(model, x, layers=[layer], rectifiers=False)
+            if image_target is None:
+                image_target = int(forward.targets()[0, 0])  # the first model's top-1 class, then the same class for all
+            cam = forward.cam(forward.targets(image_target), layer)[0, 0]
+            columns.append(overlay(deprocess(x, model), cam))
+            labels.append(f"{arch}\n{layer}, p={float(forward.probabilities[0, image_target]):.3f}")
+            name = _slug(class_name(image_target))
+            written.append(_save_picture(out / f"{path.stem}-{arch}-gradcam-{_slug(layer)}-{name}.png", columns[-1]))
+        fig, axes = plt.subplots(1, len(columns), figsize=(2.4 * len(columns), 2.9), squeeze=False)
+        for ax, column, label in zip(axes[0], columns, labels):
+            ax.imshow(column)
+            ax.set_title(label, fontsize=8)
+            ax.axis("off")
+        fig.suptitle(f"{path.name}: Grad-CAM of {class_name(image_target)!r} across architectures", fontsize=10)
+        fig.tight_layout()
+        written.append(_save_figure(out / f"{path.stem}-archs-{_slug(class_name(image_target))}.png", fig))
+    print(f"wrote {len(written)} files to {out}")
+    return written

@@ -1,0 +1,163 @@
+"""One interactive explorer for every notebook: class, layer, method, overlay and image widgets over one cached forward pass."""
+
+import io
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+from IPython.display import display
+from PIL import Image
+
+from .display import TITLES, default_alpha, overlay
+from .methods import METHODS, ForwardPass
+from .models import CLASS_NAMES, GradCamError, class_name, default_layer, deprocess, list_layers, load_image, load_model, preprocess
+
+SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "samples" / "cat_dog.png"
+CAM = {"gradcam", "guided_gradcam"}
+
+
+class Explorer:
+    """The widgets, and the forward pass they all read from.
+
+    The forward pass runs once per image, keeping every listed layer's activations and
+    recording the rectifiers; moving a slider then costs one backward pass, never a forward.
+    """
+
+    def __init__(self, method="gradcam", model=None, image=None, topk=5, layer=None, alpha=None):
+        if method not in METHODS:
+            raise GradCamError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        self.model = model if model is not None else load_model()
+        self.layers = list_layers(self.model)
+        self.topk = topk
+        style = {"description_width": "initial"}
+        layout = widgets.Layout(width="480px")
+        self.method = widgets.Dropdown(options=[(TITLES[m], m) for m in METHODS], value=method, description="Method", style=style)
+        self.class_slider = widgets.SelectionSlider(options=[("-", 0)], description="Class (top-k)", style=style, layout=layout)
+        self.class_picker = widgets.Combobox(
+            options=CLASS_NAMES, placeholder="or type any ImageNet class", ensure_option=True, description="Any class", style=style
+        )
+        self.layer = widgets.SelectionSlider(
+            options=self.layers, value=layer or default_layer(self.model), description="Layer", style=style, layout=layout
+        )
+        self.alpha = widgets.FloatSlider(
+            value=default_alpha(method) if alpha is None else alpha, min=0, max=1, step=0.05, description="Overlay alpha", style=style
+        )
+        self.path = widgets.Text(placeholder="path to another image", description="Image path", continuous_update=False, style=style)
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        self.status = widgets.Label()
+        self.output = widgets.Output()
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.method, self.alpha]),
+                self.class_slider,
+                self.class_picker,
+                self.layer,
+                widgets.HBox([self.path, self.upload]),
+                self.status,
+                self.output,
+            ]
+        )
+        self._quiet = True  # no redraws while the widgets are being set up
+        self.set_image(image if image is not None else SAMPLE_IMAGE)
+        for control in (self.method, self.layer, self.alpha):
+            control.observe(self.update, names="value")
+        self.class_slider.observe(self._slider_moved, names="value")
+        self.class_picker.observe(self.update, names="value")
+        self.path.observe(self._path_changed, names="value")
+        self.upload.observe(self._uploaded, names="value")
+        self._quiet = False
+        self.update()
+
+    def set_image(self, image):
+        """Run the one forward pass for a new image and rank its classes."""
+        self.image = load_image(image)
+        x = preprocess(self.image, self.model)
+        self.forward_pass = ForwardPass(self.model, x, layers=self.layers, rectifiers=True)
+        self.picture = deprocess(x, self.model)
+        probabilities = self.forward_pass.probabilities[0]
+        top = probabilities.topk(min(self.topk, probabilities.numel()))
+        self._probabilities = probabilities
+        quiet, self._quiet = self._quiet, True
+        self.class_slider.options = [
+            (f"{rank}. {class_name(int(i))} ({float(p):.3f})", int(i)) for rank, (p, i) in enumerate(zip(*top), start=1)
+        ]
+        self.class_slider.index = 0
+        self.class_picker.value = ""
+        self._quiet = quiet
+
+    @property
+    def target(self):
+        """The class shown: the one typed into the picker, else the one on the slider."""
+        name = self.class_picker.value
+        return CLASS_NAMES.index(name) if name in CLASS_NAMES else self.class_slider.value
+
+    def compute(self):
+        """The current method's map for the current class and layer: one backward pass on the cached forward."""
+        targets = self.forward_pass.targets(self.target)
+        layer = self.layer.value if self.method.value in CAM else None
+        return self.forward_pass.maps(self.method.value, targets, layer)[0, 0]
+
+    def update(self, change=None):
+        if self._quiet:
+            return
+        self.layer.disabled = self.method.value not in CAM
+        try:
+            map_ = self.compute()
+        except GradCamError as exc:
+            self.status.value = f"Error: {exc}"
+            return
+        target = self.target
+        where = f" at {self.layer.value}" if self.method.value in CAM else ""
+        fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3.6))
+        left.imshow(self.picture)
+        left.set_title("Input", fontsize=10)
+        right.imshow(overlay(self.picture, map_, self.alpha.value))
+        right.set_title(
+            f"{TITLES[self.method.value]}{where}\n{class_name(target)} (p = {float(self._probabilities[target]):.3f})", fontsize=10
+        )
+        for ax in (left, right):
+            ax.axis("off")
+        fig.tight_layout()
+        with self.output:
+            self.output.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)
+
+    def _slider_moved(self, change):
+        quiet, self._quiet = self._quiet, True
+        self.class_picker.value = ""  # the slider's class wins over a previously typed one
+        self._quiet = quiet
+        self.update()
+
+    def _load(self, image):
+        try:
+            self.set_image(image)
+        except GradCamError as exc:
+            self.status.value = f"Error: {exc}"
+            return
+        self.status.value = ""
+        self.update()
+
+    def _path_changed(self, change):
+        if change["new"].strip():
+            self._load(change["new"].strip())
+
+    def _uploaded(self, change):
+        files = change["new"]
+        # ipywidgets 7 gives {name: {"content": bytes, ...}}, ipywidgets 8 a tuple of {"name", "content", ...}.
+        files = list(files.values()) if isinstance(files, dict) else list(files)
+        if files:
+            try:
+                image = Image.open(io.BytesIO(bytes(files[-1]["content"])))
+            except OSError:
+                self.status.value = "Error: the uploaded file is not an image PIL can read (PNG, JPEG, GIF, ...)"
+                return
+            self._load(image)
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+
+def explore(method="gradcam", model=None, image=None, topk=5, layer=None, alpha=None):
+    """The interactive explorer for `method` (any of METHODS) on `image` (default: samples/cat_dog.png)."""
+    return Explorer(method, model, image, topk, layer, alpha)

@@ -1,0 +1,266 @@
+"""The five gradient-based explanations, and the hooks behind them.
+
+All five start from one forward pass, recorded by `ForwardPass`:
+
+- vanilla backpropagation, deconvnet and guided backpropagation are all
+  d logit_c / d input; they differ only in the rule applied at each rectifier
+  (ReLU, ReLU6) on the way back. While the forward pass runs, every rectifier
+  call, module or functional, goes through `Rectifier`, whose backward rule is
+  read when the backward pass runs. One forward serves all three.
+- Grad-CAM needs the activations A of one layer (kept by a forward hook) and
+  d logit_c / d A.
+
+The k target classes share the forward pass: one batched backward with k one-hot
+`grad_outputs` gives all k maps.
+"""
+
+import inspect
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from .models import GradCamError, as_batch, check_topk, class_index, default_layer, get_layer, run_model
+
+METHODS = ("vanilla_backprop", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
+PIXEL_RULES = {"vanilla_backprop": "vanilla", "deconvnet": "deconvnet", "guided_backprop": "guided"}
+
+
+class Rectifier(torch.autograd.Function):
+    """min(max(x, 0), upper), with the backward rule chosen when the backward pass runs.
+
+    The rules, for the gradient g arriving from above (Springenberg et al. 2015, Fig. 1):
+      vanilla:   g * [0 < x < upper]           the true derivative
+      deconvnet: max(g, 0)                     ignores the forward input
+      guided:    max(g, 0) * [0 < x < upper]   both masks
+    """
+
+    @staticmethod
+    def forward(ctx, x, upper, inplace, forward_pass):
+        passes = (x > 0) & (x < upper)
+        ctx.save_for_backward(passes)
+        ctx.forward_pass = forward_pass
+        if inplace:
+            ctx.mark_dirty(x)
+            return x.clamp_(0, upper)
+        return x.clamp(0, upper)
+
+    @staticmethod
+    def backward(ctx, g):
+        (passes,) = ctx.saved_tensors
+        rule = ctx.forward_pass.rule
+        if rule == "vanilla":
+            return g * passes, None, None, None
+        if rule == "deconvnet":
+            return g.clamp(min=0), None, None, None
+        return g.clamp(min=0) * passes, None, None, None
+
+
+_RELU = {torch.relu, torch.Tensor.relu, F.relu}
+_RELU_ = {torch.relu_, torch.Tensor.relu_}
+_NOT_RECTIFIERS = {F.silu, F.gelu, F.hardswish, F.mish, F.elu, F.selu, F.celu, F.leaky_relu, F.softplus, F.prelu}
+_SIGNATURES = {f: inspect.signature(f) for f in (F.relu, F.relu6, F.hardtanh)}
+
+
+def _as_rectifier(func, args, kwargs):
+    """(x, upper, inplace) when func(*args, **kwargs) is a ReLU or ReLU6, else None."""
+    if func in _RELU_:
+        return args[0], math.inf, True
+    if func in (torch.relu, torch.Tensor.relu):
+        return args[0], math.inf, False
+    if func not in _SIGNATURES:
+        return None
+    call = _SIGNATURES[func].bind(*args, **kwargs)
+    call.apply_defaults()
+    a = call.arguments
+    if func is F.relu:
+        return a["input"], math.inf, a["inplace"]
+    if func is F.relu6:
+        return a["input"], 6.0, a["inplace"]
+    if a["min_val"] == 0 and a["max_val"] == 6:  # nn.ReLU6 is hardtanh(x, 0, 6)
+        return a["input"], 6.0, a["inplace"]
+    return None
+
+
+class _RectifierMode(TorchFunctionMode):
+    """Sends every ReLU/ReLU6 call of the forward pass, nn.Module or functional, through `Rectifier`."""
+
+    def __init__(self, forward_pass):
+        super().__init__()
+        self.forward_pass = forward_pass
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rectifier = _as_rectifier(func, args, kwargs)
+        if rectifier is None:
+            if func in _NOT_RECTIFIERS:
+                self.forward_pass.not_rectifiers.add(func.__name__)
+            return func(*args, **kwargs)
+        x, upper, inplace = rectifier
+        return Rectifier.apply(x, upper, inplace, self.forward_pass)
+
+
+class ForwardPass:
+    """One forward pass of `model` on `x`, kept so that any number of explanations can be read from it.
+
+    `layers`: names of the layers whose activations Grad-CAM will need.
+    `rectifiers`: route ReLU/ReLU6 through `Rectifier`, as deconvnet and guided backprop need.
+    The model is left as it was found: no hooks remain, every train/eval flag is restored.
+    """
+
+    def __init__(self, model, x, layers=(), rectifiers=True):
+        if torch.is_inference_mode_enabled():
+            raise GradCamError("gradients cannot be computed inside torch.inference_mode(); call this outside it")
+        self.input = as_batch(model, x).clone().requires_grad_()
+        self.rectifiers = rectifiers
+        self.rule = "vanilla"
+        self.not_rectifiers = set()
+        self.activations = {}
+        handles = [get_layer(model, name).register_forward_hook(self._keeper(name)) for name in layers]
+        try:
+            with torch.enable_grad():
+                if rectifiers:
+                    with _RectifierMode(self):
+                        self.logits = run_model(model, self.input)
+                else:
+                    self.logits = run_model(model, self.input)
+        finally:
+            for handle in handles:
+                handle.remove()
+        missed = [name for name in layers if name not in self.activations]
+        if missed:
+            raise GradCamError(f"layer {missed[0]!r} is never reached by the model's forward pass; pick one from list_layers(model)")
+
+    def _keeper(self, name):
+        def keep(module, inputs, output):
+            if not (torch.is_tensor(output) and output.dim() == 4):
+                raise GradCamError(
+                    f"layer {name!r} outputs {'a tensor of shape ' + str(list(output.shape)) if torch.is_tensor(output) else type(output).__name__}, "
+                    "not feature maps [B, C, H, W]; pick one from list_layers(model)"
+                )
+            self.activations[name] = output
+            # Later in-place ops (a ReLU(inplace=True) after a conv) must not overwrite the activations kept here.
+            return output.clone()
+
+        return keep
+
+    @property
+    def probabilities(self):
+        return self.logits.detach().softmax(dim=1)
+
+    def targets(self, target=None, topk=None):
+        """Class indices [k, B]: the given class(es) for every image, or each image's top-k (top-1 when both are None)."""
+        num_classes = self.logits.shape[1]
+        if target is None:
+            return self.logits.detach().topk(check_topk(topk or 1, num_classes), dim=1).indices.T
+        if topk is not None:
+            raise GradCamError("give either target or topk, not both")
+        classes = [target] if is_single(target) else list(target)
+        if not classes:
+            raise GradCamError("target is an empty list; give at least one class")
+        indices = torch.tensor([class_index(c, num_classes) for c in classes], device=self.logits.device)
+        return indices[:, None].expand(-1, self.logits.shape[0])
+
+    def _gradients(self, targets, wrt, rule):
+        """d logit_target / d wrt for each row of targets [k, B]: one batched backward pass, [k, *wrt.shape]."""
+        one_hot = torch.zeros(targets.shape[0], *self.logits.shape, device=self.logits.device, dtype=self.logits.dtype)
+        one_hot.scatter_(2, targets[..., None], 1.0)
+        self.rule = rule
+        (grads,) = torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=True, is_grads_batched=True)
+        return grads
+
+    def pixel_map(self, targets, rule):
+        """d logit / d input with `rule` ("vanilla", "deconvnet" or "guided") at every rectifier: [k, B, 3, H, W]."""
+        if rule != "vanilla" and not self.rectifiers:
+            raise GradCamError(f"the {rule} rule needs a ForwardPass recorded with rectifiers=True")
+        if rule != "vanilla" and self.not_rectifiers:
+            warnings.warn(
+                f"the model uses {', '.join(sorted(self.not_rectifiers))}, which are not rectifiers: the {rule} rule "
+                "applies only at ReLU/ReLU6, so through those activations this map is a plain gradient",
+                stacklevel=3,
+            )
+        return self._gradients(targets, self.input, rule)
+
+    def cam(self, targets, layer, upsample=True):
+        """Grad-CAM [k, B, h, w] at `layer` (Selvaraju et al. 2017), bilinearly upsampled to the input size by default."""
+        activations = self.activations[layer]  # A: [B, C, h, w]
+        grads = self._gradients(targets, activations, "vanilla")  # dy_c/dA: [k, B, C, h, w]
+        weights = grads.mean(dim=(3, 4), keepdim=True)  # alpha_k^c
+        cam = F.relu((weights * activations).sum(dim=2)).detach()
+        if upsample:
+            cam = F.interpolate(cam.transpose(0, 1), size=self.input.shape[-2:], mode="bilinear", align_corners=False)
+            cam = cam.transpose(0, 1)
+        return cam
+
+    def maps(self, method, targets, layer=None):
+        """The map of one of METHODS for targets [k, B]."""
+        if method in PIXEL_RULES:
+            return self.pixel_map(targets, PIXEL_RULES[method]).detach()
+        if method == "gradcam":
+            return self.cam(targets, layer)
+        if method == "guided_gradcam":
+            return self.pixel_map(targets, "guided").detach() * self.cam(targets, layer)[:, :, None]
+        raise GradCamError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+
+
+def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
+    """Several methods from one forward pass: {method: maps}, plus "targets" (the class indices used).
+
+    Shapes: a single image gives [k, ...] for a list of k classes (or topk), and one map for an
+    int target or none (the predicted class); a batch of B images puts [B, ...] in front.
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise GradCamError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
+    cam_methods = {"gradcam", "guided_gradcam"} & set(methods)
+    if cam_methods and layer is None:
+        layer = default_layer(model)
+    rectifiers = bool({"deconvnet", "guided_backprop", "guided_gradcam"} & set(methods))
+    pass_ = ForwardPass(model, x, layers=[layer] if cam_methods else [], rectifiers=rectifiers)
+    targets = pass_.targets(target, topk)
+    single_class = is_single(target) and topk is None
+    single_image = pass_.input.shape[0] == 1
+
+    def shaped(maps):  # [k, B, ...] -> the shapes promised above
+        maps = maps.transpose(0, 1)
+        if single_class:
+            maps = maps[:, 0]
+        return maps[0] if single_image else maps
+
+    result = {method: shaped(pass_.maps(method, targets, layer)) for method in methods}
+    result["targets"] = shaped(targets[..., None])[..., 0]
+    return result
+
+
+def is_single(target):
+    """True for one class (an int, a name, a 0-d tensor) or None (the predicted class); False for a list of classes."""
+    return target is None or isinstance(target, (int, str, np.integer)) or (torch.is_tensor(target) and target.dim() == 0)
+
+
+def vanilla_backprop(model, x, target=None):
+    """d logit_target / d x (Simonyan et al. 2014)."""
+    return explain(model, x, target, methods="vanilla_backprop")["vanilla_backprop"]
+
+
+def deconvnet(model, x, target=None):
+    """The deconvnet backward (Zeiler & Fergus 2014): rectifiers pass max(g, 0), whatever their forward input."""
+    return explain(model, x, target, methods="deconvnet")["deconvnet"]
+
+
+def guided_backprop(model, x, target=None):
+    """Guided backpropagation (Springenberg et al. 2015): rectifiers pass g only where x > 0 and g > 0."""
+    return explain(model, x, target, methods="guided_backprop")["guided_backprop"]
+
+
+def gradcam(model, x, target=None, layer=None):
+    """Grad-CAM (Selvaraju et al. 2017) at `layer` (default: the last layer with a spatial output), upsampled to x."""
+    return explain(model, x, target, layer, methods="gradcam")["gradcam"]
+
+
+def guided_gradcam(model, x, target=None, layer=None):
+    """Guided backpropagation times the upsampled Grad-CAM (Selvaraju et al. 2017)."""
+    return explain(model, x, target, layer, methods="guided_gradcam")["guided_gradcam"]
