@@ -218,7 +218,7 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
         raise GradCamError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
     cam_methods = {"gradcam", "guided_gradcam"} & set(methods)
     if cam_methods and layer is None:
-        layer = default_layer(model)
+        layer = default_layer(model, x)
     rectifiers = bool({"deconvnet", "guided_backprop", "guided_gradcam"} & set(methods))
     pass_ = ForwardPass(model, x, layers=[layer] if cam_methods else [], rectifiers=rectifiers)
     targets = pass_.targets(target, topk)

@@ -261,12 +261,13 @@ def get_layer(model, name):
     return modules[name]
 
 
-def list_layers(model, size=None):
+def list_layers(model, x=None):
     """Names of the layers with a spatial [B, C, H, W] output, from the stem to the last block, in execution order.
 
     These are the model's top-level children, except that when exactly one of them is a
     plain nn.Sequential (vgg's `features`, EfficientNet's `blocks`), it is the trunk and
     its children are listed instead: features.0 ... features.36, blocks.0 ... blocks.6.
+    `x`: an input to trace with (default: a blank image of the model's input size).
     """
     candidates = {}
     for name, child in model.named_children():
@@ -287,7 +288,7 @@ def list_layers(model, size=None):
     handles = [module.register_forward_hook(keep(name)) for name, module in candidates.items()]
     try:
         with torch.no_grad():
-            run_model(model, _example_input(model, size))
+            run_model(model, as_batch(model, x) if x is not None else _example_input(model))
     finally:
         for handle in handles:
             handle.remove()
@@ -298,9 +299,9 @@ def list_layers(model, size=None):
     return top
 
 
-def _example_input(model, size=None):
+def _example_input(model):
     """A blank batch of one image the size the model expects, on its device."""
-    size = size or input_config(model)[1]
+    size = input_config(model)[1]
     first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     channels = first_conv.in_channels if first_conv is not None else 3
     parameter = next(model.parameters(), None)
@@ -308,9 +309,9 @@ def _example_input(model, size=None):
     return torch.zeros(1, channels, size, size, device=model_device(model), dtype=dtype)
 
 
-def default_layer(model):
+def default_layer(model, x=None):
     """The last layer with a spatial output: the usual Grad-CAM choice."""
-    layers = list_layers(model)
+    layers = list_layers(model, x)
     if not layers:
         raise GradCamError(f"{type(model).__name__} has no layer with a spatial [B, C, H, W] output, so Grad-CAM has no feature maps to weight")
     return layers[-1]

@@ -1,0 +1,167 @@
+"""The five methods: shapes, the fast path against the plain loop, and the promises to the caller's model."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradcam_utils as gu
+from conftest import assert_maps_close, assert_unchanged, snapshot
+
+CLASSES = [243, 242, 282]
+
+
+def every_method(model, x, target, layer=None):
+    return {
+        "vanilla_backprop": gu.vanilla_backprop(model, x, target),
+        "deconvnet": gu.deconvnet(model, x, target),
+        "guided_backprop": gu.guided_backprop(model, x, target),
+        "gradcam": gu.gradcam(model, x, target, layer=layer),
+        "guided_gradcam": gu.guided_gradcam(model, x, target, layer=layer),
+    }
+
+
+def test_shapes_for_one_class_many_classes_and_a_batch(lite0, cat_dog):
+    for method, maps in every_method(lite0, cat_dog, CLASSES).items():
+        assert maps.shape == ((3, 3, 224, 224) if method != "gradcam" else (3, 224, 224))
+        assert maps.dtype == torch.float32 and torch.isfinite(maps).all() and maps.abs().sum() > 0
+    assert gu.gradcam(lite0, cat_dog, 243).shape == (224, 224)
+    assert gu.guided_backprop(lite0, cat_dog[0], "bull mastiff").shape == (3, 224, 224)
+    batch = torch.cat([cat_dog, cat_dog.flip(-1)])
+    assert gu.gradcam(lite0, batch, CLASSES).shape == (2, 3, 224, 224)
+    assert gu.deconvnet(lite0, batch, 243).shape == (2, 3, 224, 224)
+
+
+def test_one_call_for_k_classes_equals_k_calls_of_one_class(lite0, cat_dog):
+    together = gu.explain(lite0, cat_dog, CLASSES, layer="blocks.5")
+    for i, target in enumerate(CLASSES):
+        alone = every_method(lite0, cat_dog, target, layer="blocks.5")
+        for method in gu.METHODS:
+            torch.testing.assert_close(together[method][i], alone[method], rtol=1e-5, atol=1e-7)
+    assert together["targets"].tolist() == CLASSES
+
+
+def test_a_batch_equals_a_loop_over_its_images(lite0, cat_dog):
+    batch = torch.cat([cat_dog, cat_dog.flip(-1), cat_dog * 0.5])
+    together = gu.explain(lite0, batch, topk=2)
+    for b in range(3):
+        alone = gu.explain(lite0, batch[b : b + 1], topk=2)
+        assert together["targets"][b].tolist() == alone["targets"].tolist()
+        for method in gu.METHODS:
+            assert_maps_close(together[method][b], alone[method], rtol=1e-3)  # batched convolutions round differently
+
+
+def test_gradcam_at_the_layer_resolution(lite0, cat_dog):
+    forward = gu.ForwardPass(lite0, cat_dog, layers=["blocks.5"], rectifiers=False)
+    small = forward.cam(forward.targets(243), "blocks.5", upsample=False)
+    assert small.shape == (1, 1, 7, 7)
+    upsampled = F.interpolate(small, size=(224, 224), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(upsampled[0, 0], gu.gradcam(lite0, cat_dog, 243, layer="blocks.5"))
+
+
+def test_the_same_call_twice_gives_identical_maps(lite0, cat_dog):
+    first, second = gu.explain(lite0, cat_dog, CLASSES), gu.explain(lite0, cat_dog, CLASSES)
+    for method in gu.METHODS:
+        assert torch.equal(first[method], second[method])
+
+
+class Toy(nn.Module):
+    """conv -> ReLU(inplace) -> F.relu6 -> pool -> linear, plus a conv the forward never uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.unused = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 5)
+        with torch.no_grad():
+            self.fc.weight[0] = 0
+            self.fc.bias[0] = 0
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu6(self.relu(self.conv(x))), 1).flatten(1))
+
+
+def test_a_class_the_model_ignores_gives_all_zero_maps_and_no_nan():
+    torch.manual_seed(0)
+    model, x = Toy(), torch.randn(1, 3, 8, 8)
+    maps = gu.explain(model, x, 0, layer="conv")
+    for method in gu.METHODS:
+        assert torch.count_nonzero(maps[method]) == 0, method
+        picture = gu.overlay(torch.zeros(8, 8, 3).numpy(), maps[method], 0.5)
+        assert not torch.isnan(torch.as_tensor(picture)).any()
+    assert (gu.normalize(maps["gradcam"]) == 0).all()
+
+
+@pytest.mark.parametrize("method", gu.METHODS)
+def test_the_model_is_left_exactly_as_found(lite0, cat_dog, method):
+    before = snapshot(lite0)
+    gu.explain(lite0, cat_dog, CLASSES, methods=method)
+    assert_unchanged(lite0, before)
+
+
+@pytest.mark.parametrize("method", gu.METHODS)
+def test_the_model_is_left_as_found_after_an_error(method):
+    model = Toy().train()
+    model.relu.train(False)  # a mixed state must come back mixed
+    before = snapshot(model)
+    for bad in ({"layer": "fc"}, {"layer": "unused"}, {"target": 9}):
+        with pytest.raises(gu.GradCamError):
+            gu.explain(model, torch.randn(1, 3, 8, 8), **{"layer": "conv", "target": 1, **bad}, methods=["gradcam", method])
+        assert_unchanged(model, before)
+
+
+def test_a_model_in_train_mode_is_explained_in_eval_mode_and_given_back_in_train_mode(lite0, cat_dog):
+    lite0.train()
+    try:
+        before = snapshot(lite0)
+        maps = gu.gradcam(lite0, cat_dog, 243)
+        assert_unchanged(lite0, before)  # includes BatchNorm's running statistics
+        assert lite0.training
+    finally:
+        lite0.eval()
+    torch.testing.assert_close(maps, gu.gradcam(lite0, cat_dog, 243))
+
+
+def test_no_grad_is_fine_and_inference_mode_is_refused_clearly(lite0, cat_dog):
+    expected = gu.guided_backprop(lite0, cat_dog, 243)
+    with torch.no_grad():
+        torch.testing.assert_close(gu.guided_backprop(lite0, cat_dog, 243), expected)
+    with torch.inference_mode(), pytest.raises(gu.GradCamError, match="inside torch.inference_mode"):
+        gu.gradcam(lite0, cat_dog, 243)
+
+
+def test_activations_that_are_not_rectifiers_are_named_in_a_warning():
+    model = gu.load_model("efficientnet_b0", weights=None, device="cpu")
+    with pytest.warns(UserWarning, match="the model uses silu, which are not rectifiers"):
+        gu.guided_backprop(model, torch.randn(1, 3, 64, 64), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gu.vanilla_backprop(model, torch.randn(1, 3, 64, 64), 1)  # the plain gradient is exact: nothing to warn about
+
+
+def test_bad_tensors_targets_and_layers_get_one_line_errors(lite0, cat_dog):
+    no_conv = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    cases = [
+        (lambda: gu.gradcam(lite0, cat_dog[0, 0]), r"x has shape \[224, 224\], but the model wants \[B, 3, H, W\]"),
+        (lambda: gu.gradcam(lite0, cat_dog[:, :1]), r"x has shape \[1, 1, 224, 224\]"),
+        (lambda: gu.gradcam(lite0, cat_dog.numpy()), "must be an image tensor"),
+        (lambda: gu.gradcam(lite0, cat_dog * float("nan")), "contains NaN"),
+        (lambda: gu.vanilla_backprop(lite0, cat_dog, -1), "out of range"),
+        (lambda: gu.vanilla_backprop(lite0, cat_dog, 1000), "out of range"),
+        (lambda: gu.explain(lite0, cat_dog, topk=1001), "topk must be an integer from 1 to 1000"),
+        (lambda: gu.explain(lite0, cat_dog, target=[]), "empty"),
+        (lambda: gu.gradcam(lite0, cat_dog, layer="blocks.9"), "no layer named 'blocks.9'"),
+        (lambda: gu.gradcam(lite0, cat_dog, layer="classifier"), r"outputs a tensor of shape \[1, 1000\], not feature maps"),
+        (lambda: gu.gradcam(Toy(), torch.randn(1, 3, 8, 8), layer="unused"), "never reached"),
+        (lambda: gu.gradcam(no_conv, torch.randn(1, 3, 8, 8)), "no layer with a spatial"),
+        (lambda: gu.gradcam(lite0, torch.zeros(1, 3, 2, 2)), "EfficientNet has no layer with a spatial"),
+        (lambda: gu.vanilla_backprop(no_conv, torch.zeros(1, 3, 16, 16)), r"the model failed on x of shape \[1, 3, 16, 16\]"),
+        (lambda: gu.explain(lite0, cat_dog, methods="saliency"), "unknown method 'saliency'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(gu.GradCamError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
