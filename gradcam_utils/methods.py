@@ -155,7 +155,7 @@ class ForwardPass:
         """Class indices [k, B]: the given class(es) for every image, or each image's top-k (top-1 when both are None)."""
         num_classes = self.logits.shape[1]
         if target is None:
-            return self.logits.detach().topk(check_topk(topk or 1, num_classes), dim=1).indices.T
+            return self.logits.detach().topk(check_topk(1 if topk is None else topk, num_classes), dim=1).indices.T
         if topk is not None:
             raise GradCamError("give either target or topk, not both")
         classes = [target] if is_single(target) else list(target)

@@ -165,3 +165,8 @@ def test_bad_tensors_targets_and_layers_get_one_line_errors(lite0, cat_dog):
         with pytest.raises(gu.GradCamError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_topk_zero_is_an_error_not_top_1(lite0, cat_dog):
+    with pytest.raises(gu.GradCamError, match="topk must be an integer from 1 to 1000"):
+        gu.explain(lite0, cat_dog, topk=0)
