@@ -120,7 +120,7 @@ def _save_picture(path, picture):
 
 
 def _save_figure(path, fig):
-    _save(path, lambda f: fig.savefig(f, format="png", dpi=90))
+    _save(path, lambda f: fig.savefig(f, format="png", dpi=72))
     plt.close(fig)
     return path
 

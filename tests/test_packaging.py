@@ -1,0 +1,38 @@
+"""Packaging: pyproject and environment.yml agree, and the README's two commands are what CI runs."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_environment_yml_installs_the_same_dependencies_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["lab"])
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = lines.index("  - pip:")
+    pip = {line.strip()[2:] for line in lines[start + 1 :] if line.strip().startswith("- ")}
+    assert pip - {"-e ."} == wanted
+    assert "-e ." in pip and "  - conda-forge" in lines
+
+
+def test_torch_range_admits_the_local_build():
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch = next(d for d in dependencies if re.match(r"torch\b", d))
+    assert torch == "torch>=2.1"
+    assert "TORCH ?= torch==2.14.1 torchvision==0.29.1" in (ROOT / "Makefile").read_text()
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    assert "make lab" in readme and "make test" in readme
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_readme_images_exist():
+    readme = (ROOT / "README.md").read_text()
+    images = re.findall(r"\((docs/images/[^)]+\.png)\)", readme)
+    assert len(images) >= 17
+    missing = [image for image in images if not (ROOT / image).exists()]
+    assert not missing
