@@ -59,6 +59,7 @@ class Explorer:
         )
         self._quiet = True  # no redraws while the widgets are being set up
         self.set_image(image if image is not None else SAMPLE_IMAGE)
+        self._figure = self._draw_figure()
         for control in (self.method, self.layer, self.alpha):
             control.observe(self.update, names="value")
         self.class_slider.observe(self._slider_moved, names="value")
@@ -108,20 +109,27 @@ class Explorer:
             return
         target = self.target
         where = f" at {self.layer.value}" if self.method.value in CAM else ""
-        fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3.6))
-        left.imshow(self.picture)
-        left.set_title("Input", fontsize=10)
-        right.imshow(overlay(self.picture, map_, self.alpha.value))
-        right.set_title(
-            f"{TITLES[self.method.value]}{where}\n{class_name(target)} (p = {float(self._probabilities[target]):.3f})", fontsize=10
+        self._input.set_data(self.picture)
+        self._explanation.set_data(overlay(self.picture, map_, self.alpha.value))
+        self._title.set_text(
+            f"{TITLES[self.method.value]}{where}\n{class_name(target)} (p = {float(self._probabilities[target]):.3f})"
         )
-        for ax in (left, right):
-            ax.axis("off")
-        fig.tight_layout()
         with self.output:
             self.output.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)
+            display(self._figure)
+
+    def _draw_figure(self):
+        """The figure is built once; each update only swaps its pictures and title."""
+        figure, (left, right) = plt.subplots(1, 2, figsize=(7, 3.6))
+        plt.close(figure)  # shown only inside the explorer's output, not as a stray figure under the cell
+        self._input = left.imshow(self.picture)
+        left.set_title("Input", fontsize=10)
+        self._explanation = right.imshow(self.picture)
+        self._title = right.set_title("\n", fontsize=10)
+        for ax in (left, right):
+            ax.axis("off")
+        figure.tight_layout()
+        return figure
 
     def _slider_moved(self, change):
         quiet, self._quiet = self._quiet, True

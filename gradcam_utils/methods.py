@@ -29,6 +29,18 @@ METHODS = ("vanilla_backprop", "deconvnet", "guided_backprop", "gradcam", "guide
 PIXEL_RULES = {"vanilla_backprop": "vanilla", "deconvnet": "deconvnet", "guided_backprop": "guided"}
 
 
+class BackwardRule:
+    """The rule rectifiers apply on the way back, read when each backward pass runs.
+
+    The autograd graph keeps a reference to this small object only: a reference from the
+    graph back to the ForwardPass (which holds the graph) would be a cycle that Python's
+    garbage collector cannot see through, and every call would leak its whole graph.
+    """
+
+    def __init__(self):
+        self.name = "vanilla"
+
+
 class Rectifier(torch.autograd.Function):
     """min(max(x, 0), upper), with the backward rule chosen when the backward pass runs.
 
@@ -39,10 +51,10 @@ class Rectifier(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, upper, inplace, forward_pass):
+    def forward(ctx, x, upper, inplace, rule):
         passes = (x > 0) & (x < upper)
         ctx.save_for_backward(passes)
-        ctx.forward_pass = forward_pass
+        ctx.rule = rule
         if inplace:
             ctx.mark_dirty(x)
             return x.clamp_(0, upper)
@@ -51,7 +63,7 @@ class Rectifier(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (passes,) = ctx.saved_tensors
-        rule = ctx.forward_pass.rule
+        rule = ctx.rule.name
         if rule == "vanilla":
             return g * passes, None, None, None
         if rule == "deconvnet":
@@ -88,19 +100,20 @@ def _as_rectifier(func, args, kwargs):
 class _RectifierMode(TorchFunctionMode):
     """Sends every ReLU/ReLU6 call of the forward pass, nn.Module or functional, through `Rectifier`."""
 
-    def __init__(self, forward_pass):
+    def __init__(self, rule):
         super().__init__()
-        self.forward_pass = forward_pass
+        self.rule = rule
+        self.not_rectifiers = set()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rectifier = _as_rectifier(func, args, kwargs)
         if rectifier is None:
             if func in _NOT_RECTIFIERS:
-                self.forward_pass.not_rectifiers.add(func.__name__)
+                self.not_rectifiers.add(func.__name__)
             return func(*args, **kwargs)
         x, upper, inplace = rectifier
-        return Rectifier.apply(x, upper, inplace, self.forward_pass)
+        return Rectifier.apply(x, upper, inplace, self.rule)
 
 
 class ForwardPass:
@@ -116,15 +129,17 @@ class ForwardPass:
             raise GradCamError("gradients cannot be computed inside torch.inference_mode(); call this outside it")
         self.input = as_batch(model, x).clone().requires_grad_()
         self.rectifiers = rectifiers
-        self.rule = "vanilla"
+        self.rule = BackwardRule()
         self.not_rectifiers = set()
         self.activations = {}
         handles = [get_layer(model, name).register_forward_hook(self._keeper(name)) for name in layers]
         try:
             with torch.enable_grad():
                 if rectifiers:
-                    with _RectifierMode(self):
+                    mode = _RectifierMode(self.rule)
+                    with mode:
                         self.logits = run_model(model, self.input)
+                    self.not_rectifiers = mode.not_rectifiers
                 else:
                     self.logits = run_model(model, self.input)
         finally:
@@ -168,7 +183,7 @@ class ForwardPass:
         """d logit_target / d wrt for each row of targets [k, B]: one batched backward pass, [k, *wrt.shape]."""
         one_hot = torch.zeros(targets.shape[0], *self.logits.shape, device=self.logits.device, dtype=self.logits.dtype)
         one_hot.scatter_(2, targets[..., None], 1.0)
-        self.rule = rule
+        self.rule.name = rule
         (grads,) = torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=True, is_grads_batched=True)
         return grads
 
