@@ -1,9 +1,11 @@
 """Gradient-based visual explanations of CNN image classifiers: the helper behind the notebooks.
 
 Read in this order: models.py (models, images, layers), methods.py (the five methods and
-their hooks), display.py (maps -> pictures), explorer.py (the notebooks' widgets), cli.py.
+their hooks), display.py (maps -> pictures), explorer.py (the notebooks' widgets), cli.py,
+evaluation.py (occlusion, sanity checks, faithfulness).
 """
 
+from .evaluation import area_under, deletion_curve, insertion_curve, occlusion_sensitivity, randomize_layers, spearman, ssim
 from .display import class_labels, gradient_image, heatmap, normalize, overlay, plot_grid
 from .explorer import Explorer, explore
 from .methods import (

@@ -135,7 +135,7 @@ def explain_images(images, model, arch, layer, topk, methods, out):
         targets = forward.targets(topk=topk)
         probabilities = forward.probabilities[0]
         rows = [(int(i), class_name(int(i)), float(probabilities[i])) for i in targets[:, 0]]
-        maps = {method: forward.maps(method, targets, layer)[:, 0] for method in methods}
+        maps = {method: maps[:, 0] for method, maps in forward.maps(methods, targets, layer).items()}
         picture = deprocess(x, model)
         print(f"{path.name} ({arch}):")
         for rank, (index, name, probability) in enumerate(rows, start=1):

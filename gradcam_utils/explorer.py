@@ -96,7 +96,7 @@ class Explorer:
         """The current method's map for the current class and layer: one backward pass on the cached forward."""
         targets = self.forward_pass.targets(self.target)
         layer = self.layer.value if self.method.value in CAM else None
-        return self.forward_pass.maps(self.method.value, targets, layer)[0, 0]
+        return self.forward_pass.maps([self.method.value], targets, layer)[self.method.value][0, 0]
 
     def update(self, change=None):
         if self._quiet:

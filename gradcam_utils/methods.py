@@ -10,8 +10,9 @@ All five start from one forward pass, recorded by `ForwardPass`:
 - Grad-CAM needs the activations A of one layer (kept by a forward hook) and
   d logit_c / d A.
 
-The k target classes share the forward pass: one batched backward with k one-hot
-`grad_outputs` gives all k maps.
+The k target classes share the forward pass, with one backward pass each. (Batching
+them with `torch.autograd.grad(..., is_grads_batched=True)` is slower on a CPU: see
+benchmarks/bench.py.)
 """
 
 import inspect
@@ -52,23 +53,26 @@ class Rectifier(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, upper, inplace, rule):
-        passes = (x > 0) & (x < upper)
-        ctx.save_for_backward(passes)
-        ctx.rule = rule
         if inplace:
             ctx.mark_dirty(x)
-            return x.clamp_(0, upper)
-        return x.clamp(0, upper)
+        y = x.clamp_(0, upper) if inplace else x.clamp(0, upper)
+        # Keep the output, as torch's own ReLU does: the next layer keeps it anyway, so it costs
+        # no memory, and 0 < y < upper exactly where 0 < x < upper.
+        ctx.save_for_backward(y)
+        ctx.upper, ctx.rule = upper, rule
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        (passes,) = ctx.saved_tensors
-        rule = ctx.rule.name
-        if rule == "vanilla":
-            return g * passes, None, None, None
-        if rule == "deconvnet":
+        (y,) = ctx.saved_tensors
+        if ctx.rule.name == "deconvnet":
             return g.clamp(min=0), None, None, None
-        return g.clamp(min=0) * passes, None, None, None
+        if ctx.rule.name == "guided":
+            g = g.clamp(min=0)
+        # g * [0 < y < upper], by the kernels torch's own ReLU and ReLU6 use for their backward.
+        if ctx.upper == math.inf:
+            return torch.ops.aten.threshold_backward(g, y, 0), None, None, None
+        return torch.ops.aten.hardtanh_backward(g, y, 0.0, ctx.upper), None, None, None
 
 
 _RELU = {torch.relu, torch.Tensor.relu, F.relu}
@@ -180,12 +184,13 @@ class ForwardPass:
         return indices[:, None].expand(-1, self.logits.shape[0])
 
     def _gradients(self, targets, wrt, rule):
-        """d logit_target / d wrt for each row of targets [k, B]: one batched backward pass, [k, *wrt.shape]."""
-        one_hot = torch.zeros(targets.shape[0], *self.logits.shape, device=self.logits.device, dtype=self.logits.dtype)
-        one_hot.scatter_(2, targets[..., None], 1.0)
+        """d logit_target / d wrt for each row of targets [k, B]: [k, *wrt.shape], one backward pass per row."""
         self.rule.name = rule
-        (grads,) = torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=True, is_grads_batched=True)
-        return grads
+        grads = []
+        for row in targets:
+            one_hot = torch.zeros_like(self.logits).scatter_(1, row[:, None], 1.0)
+            grads.append(torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=True)[0])
+        return torch.stack(grads)
 
     def pixel_map(self, targets, rule):
         """d logit / d input with `rule` ("vanilla", "deconvnet" or "guided") at every rectifier: [k, B, 3, H, W]."""
@@ -210,15 +215,18 @@ class ForwardPass:
             cam = cam.transpose(0, 1)
         return cam
 
-    def maps(self, method, targets, layer=None):
-        """The map of one of METHODS for targets [k, B]."""
-        if method in PIXEL_RULES:
-            return self.pixel_map(targets, PIXEL_RULES[method]).detach()
-        if method == "gradcam":
-            return self.cam(targets, layer)
-        if method == "guided_gradcam":
-            return self.pixel_map(targets, "guided").detach() * self.cam(targets, layer)[:, :, None]
-        raise GradCamError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    def maps(self, methods, targets, layer=None):
+        """{method: maps [k, B, ...]} for some of METHODS, running each backward pass they need once."""
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise GradCamError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
+        rules = {PIXEL_RULES.get(m, "guided") for m in methods if m != "gradcam"}
+        pixel = {rule: self.pixel_map(targets, rule).detach() for rule in rules}
+        cam = self.cam(targets, layer) if {"gradcam", "guided_gradcam"} & set(methods) else None
+        return {
+            m: pixel[PIXEL_RULES[m]] if m in PIXEL_RULES else cam if m == "gradcam" else pixel["guided"] * cam[:, :, None]
+            for m in methods
+        }
 
 
 def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
@@ -228,9 +236,6 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
     int target or none (the predicted class); a batch of B images puts [B, ...] in front.
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise GradCamError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
     cam_methods = {"gradcam", "guided_gradcam"} & set(methods)
     if cam_methods and layer is None:
         layer = default_layer(model, x)
@@ -246,7 +251,7 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
             maps = maps[:, 0]
         return maps[0] if single_image else maps
 
-    result = {method: shaped(pass_.maps(method, targets, layer)) for method in methods}
+    result = {method: shaped(maps) for method, maps in pass_.maps(methods, targets, layer).items()}
     result["targets"] = shaped(targets[..., None])[..., 0]
     return result
 

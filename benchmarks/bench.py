@@ -1,0 +1,231 @@
+"""Speed and memory of gradcam_utils next to pytorch-grad-cam, captum and torchcam: `make bench`.
+
+Every time is a median, reported as a ratio to one plain forward pass (no gradients) of the
+same model on the same machine, measured in the same run. Exits 1 when a target is missed.
+Peers: `pip install -e '.[bench]'`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, Saliency
+from pytorch_grad_cam import GradCAM as PgcGradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torchcam.methods import GradCAM as TorchcamGradCAM
+
+import gradcam_utils as gu
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "cat_dog.png"
+MODELS = {"resnet50": ("resnet50", None, "layer4"), "lite0": ("efficientnet_lite0", "DEFAULT", "bn2")}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_seconds(job, device, repeat):
+    job()
+    job()
+    times = []
+    for _ in range(repeat):
+        sync(device)
+        start = time.perf_counter()
+        job()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def setup(name, device):
+    arch, weights, layer = MODELS[name]
+    torch.manual_seed(0)
+    model = gu.load_model(arch, weights=weights, device=device)
+    x = gu.preprocess(SAMPLE, model)
+    with torch.no_grad():
+        classes = model(x)[0].topk(10).indices.tolist()
+    return model, x, layer, classes
+
+
+def jobs(model, x, layer, classes):
+    """{(job, library): callable}, each computing the same maps."""
+    module = gu.get_layer(model, layer)
+    captum_cam = LayerGradCam(model, module)
+
+    # Peers that keep hooks on the model are built and released inside their own job,
+    # so that no library's hooks run during another library's job.
+    def pgc_job(k):
+        def run():
+            with PgcGradCAM(model, target_layers=[module]) as cam:
+                for c in classes[:k]:
+                    cam(input_tensor=x, targets=[ClassifierOutputTarget(c)])
+
+        return run
+
+    def torchcam_job(k):
+        def run():
+            extractor = TorchcamGradCAM(model, target_layer=layer, input_shape=tuple(x.shape[1:]))
+            for c in classes[:k]:
+                extractor(c, model(x))
+            extractor.remove_hooks()
+
+        return run
+
+    def captum_all(k):
+        def run():
+            for c in classes[:k]:
+                Saliency(model).attribute(x, target=c, abs=False)
+                Deconvolution(model).attribute(x, target=c)
+                GuidedBackprop(model).attribute(x, target=c)
+                LayerAttribution.interpolate(captum_cam.attribute(x, target=c, relu_attributions=True), x.shape[-2:], "bilinear")
+                GuidedGradCam(model, module).attribute(x, target=c, interpolate_mode="bilinear")
+
+        return run
+
+    table = {}
+    for k in (1, 3, 10):
+        table[(f"Grad-CAM top-{k}", "ours")] = lambda k=k: gu.gradcam(model, x, classes[:k], layer=layer)
+        table[(f"Grad-CAM top-{k}", "pytorch-grad-cam")] = pgc_job(k)
+        table[(f"Grad-CAM top-{k}", "captum")] = lambda k=k: [
+            LayerAttribution.interpolate(captum_cam.attribute(x, target=c, relu_attributions=True), x.shape[-2:], "bilinear")
+            for c in classes[:k]
+        ]
+        table[(f"Grad-CAM top-{k}", "torchcam")] = torchcam_job(k)
+    table[("all five, top-3", "ours")] = lambda: gu.explain(model, x, classes[:3], layer=layer)
+    table[("all five, top-3", "captum")] = captum_all(3)
+    return table
+
+
+def explorer_change_seconds(model, layer, device, changes):
+    """Median time of the computation behind one widget change (class, layer or method), drawing excluded."""
+    explorer = gu.Explorer("gradcam", model, SAMPLE, layer=layer)
+    explorer._quiet = True  # change the widgets without drawing
+    settings = [(m, rank, name) for m in gu.METHODS for rank in range(5) for name in explorer.layers[-4:]]
+    times = []
+    for i in range(changes):
+        method, rank, name = settings[(i * 7) % len(settings)]  # stride through, so each step changes something
+        explorer.method.value, explorer.class_slider.index, explorer.layer.value = method, rank, name
+        sync(device)
+        start = time.perf_counter()
+        explorer.compute()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def batch_ratio(model, x, layer, device, repeat, size=4):
+    """Per-image cost of a batch of `size` over the cost of one image alone, for each method."""
+    batch = torch.cat([x, x.flip(-1), x.flip(-2), x * 0.9][:size])
+    ratios = {}
+    for method in gu.METHODS:
+        one = median_seconds(lambda: gu.explain(model, x, methods=method, layer=layer), device, repeat)
+        many = median_seconds(lambda: gu.explain(model, batch, methods=method, layer=layer), device, repeat)
+        ratios[method] = many / size / one
+    return ratios
+
+
+def peak_memory(model_name, job, library, device):
+    """Peak memory of one job in a fresh process: bytes above the process's level before the job."""
+    command = [sys.executable, __file__, "--memory-job", json.dumps([model_name, job, library]), "--device", str(device)]
+    return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
+def measure_memory_here(model_name, job, library, device):
+    model, x, layer, classes = setup(model_name, device)
+    run = jobs(model, x, layer, classes)[(job, library)]
+    if device.type == "cuda":
+        run()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    process = psutil.Process(os.getpid())
+    base = process.memory_info().rss
+    peak, done = [base], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    run()
+    done.set()
+    sampler.join()
+    return peak[0] - base
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--memory-job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.memory_job:
+        print(measure_memory_here(*json.loads(args.memory_job), device))
+        return 0
+
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} ({card})")
+    print("Times are medians, as multiples of one plain forward pass (torch.no_grad) of the same model; batch 1.\n")
+    missed = []
+
+    def check(ok, what):
+        if not ok:
+            missed.append(what)
+        return "yes" if ok else "NO"
+
+    for name in MODELS:
+        model, x, layer, classes = setup(name, device)
+        with torch.no_grad():
+            forward = median_seconds(lambda: model(x), device, args.repeat)
+        table = jobs(model, x, layer, classes)
+        times = {key: median_seconds(job, device, args.repeat) / forward for key, job in table.items()}
+        print(f"## {name} (layer {layer}, input {tuple(x.shape[-2:])}): one forward = {forward * 1000:.1f} ms\n")
+        print("| job | ours | pytorch-grad-cam | captum | torchcam | target | met |")
+        print("|---|---|---|---|---|---|---|")
+        for job in dict.fromkeys(j for j, _ in table):
+            row = {library: times.get((job, library)) for library in ("ours", "pytorch-grad-cam", "captum", "torchcam")}
+            peers = [t for library, t in row.items() if library != "ours" and t is not None]
+            if job.startswith("Grad-CAM"):
+                k = int(job.split("-")[-1])
+                need = {1: None, 3: 2.0, 10: 6.0}[k]
+                target = f"<= 1.5x" + (f", {need:.0f}x faster than the fastest peer" if need else "")
+                ok = row["ours"] <= 1.5 and (need is None or min(peers) / row["ours"] >= need)
+            else:
+                target = "<= 12x, 3x faster than captum"
+                ok = row["ours"] <= 12 and row["captum"] / row["ours"] >= 3
+            cells = " | ".join(f"{t:.2f}x" if t is not None else "n/a" for t in row.values())
+            print(f"| {job} | {cells} | {target} | {check(ok, f'{name}: {job}')} |")
+
+        change = explorer_change_seconds(model, layer, device, changes=60) / forward
+        print(f"| explorer: one widget change | {change:.2f}x | | | | <= 2x | {check(change <= 2, f'{name}: explorer change')} |")
+        for method, ratio in batch_ratio(model, x, layer, device, max(5, args.repeat // 3)).items():
+            # 10% for timing noise: the target is "no more per image than a loop over single images".
+            print(f"| batch of 4, per image / one image: {method} | {ratio:.2f} | | | | <= 1 | {check(ratio <= 1.1, f'{name}: batch {method}')} |")
+        for job in ("Grad-CAM top-3", "all five, top-3"):
+            ours, captum = (peak_memory(name, job, library, device) for library in ("ours", "captum"))
+            ok = ours <= captum * 1.05 + 2**20
+            print(f"| peak memory, {job} | {ours / 2**20:.1f} MB | | {captum / 2**20:.1f} MB | | <= captum | {check(ok, f'{name}: memory {job}')} |")
+        print()
+
+    print("All targets met." if not missed else "Missed: " + "; ".join(missed))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

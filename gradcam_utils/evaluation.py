@@ -1,0 +1,149 @@
+"""Beyond the seed: occlusion sensitivity, and checks of whether a map deserves trust.
+
+- occlusion_sensitivity: slide a grey patch over the image, map the drop in the class
+  probability (Zeiler & Fergus 2014). Many patches per forward pass.
+- randomize_layers: a copy of the model with some layers re-initialised, for the model
+  randomization test (Adebayo et al. 2018). The caller's model is never changed.
+- spearman, ssim: how similar two maps are, as in Adebayo et al.
+- deletion_curve, insertion_curve, area_under: faithfulness (Petsiuk et al. 2018, RISE):
+  does deleting (inserting) the pixels a map ranks first destroy (restore) the class?
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .models import as_batch, class_index, eval_mode, get_layer
+
+
+def occlusion_sensitivity(model, x, target, patch=32, stride=16, batch_size=64, progress=True):
+    """[H, W] map: how much the probability of `target` drops when a grey patch covers each pixel.
+
+    Grey is 0 in normalised input space, the dataset's mean colour. Each pixel's value is the
+    mean drop over every patch position that covers it.
+    """
+    x = as_batch(model, x)[:1]
+    target = class_index(target)
+    _, _, height, width = x.shape
+    if not (1 <= patch <= min(height, width) and stride >= 1):
+        raise ValueError(f"patch must be 1 to {min(height, width)} pixels and stride at least 1, not patch={patch}, stride={stride}")
+    corners = [(top, left) for top in range(0, height - patch + 1, stride) for left in range(0, width - patch + 1, stride)]
+    drops = []
+    with torch.no_grad(), eval_mode(model):
+        base = model(x).softmax(dim=1)[0, target]
+        for start in tqdm(range(0, len(corners), batch_size), desc="occlusion", unit="batch", disable=not progress):
+            chunk = corners[start : start + batch_size]
+            occluded = x.repeat(len(chunk), 1, 1, 1)
+            for i, (top, left) in enumerate(chunk):
+                occluded[i, :, top : top + patch, left : left + patch] = 0
+            drops.append(base - model(occluded).softmax(dim=1)[:, target])
+    drops = torch.cat(drops)
+    total = torch.zeros(height, width, device=x.device)
+    count = torch.zeros(height, width, device=x.device)
+    for drop, (top, left) in zip(drops, corners):
+        total[top : top + patch, left : left + patch] += drop
+        count[top : top + patch, left : left + patch] += 1
+    return total / count.clamp(min=1)
+
+
+def randomize_layers(model, layers, seed=0):
+    """A copy of `model` whose named layers have freshly initialised parameters (and batch-norm statistics)."""
+    randomized = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        for name in layers:
+            for module in get_layer(randomized, name).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    return randomized
+
+
+def _ranks(values):
+    ranks = torch.empty_like(values)
+    ranks[values.argsort()] = torch.arange(values.numel(), dtype=values.dtype, device=values.device)
+    return ranks
+
+
+def spearman(a, b, absolute=False):
+    """Spearman rank correlation of two maps of the same shape (optionally of their absolute values)."""
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    if absolute:
+        a, b = a.abs(), b.abs()
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = (ra.norm() * rb.norm()).item()
+    return (ra @ rb).item() / denominator if denominator > 0 else 0.0
+
+
+def ssim(a, b, window=11, sigma=1.5):
+    """Structural similarity of two maps (Wang et al. 2004), each first scaled to [0, 1] by its own min and max.
+
+    A [3, H, W] map is reduced to [H, W] by the absolute sum over its channels.
+    """
+
+    def prepare(m):
+        m = m.detach().double()
+        m = m.abs().sum(0) if m.dim() == 3 else m
+        m = m - m.min()
+        return (m / m.max() if m.max() > 0 else m)[None, None]
+
+    a, b = prepare(a), prepare(b)
+    coords = torch.arange(window, dtype=torch.float64, device=a.device) - window // 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+
+    def blur(m):
+        return F.conv2d(m, kernel)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    return (((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))).mean().item()
+
+
+def _pixel_order(saliency):
+    """Pixel indices from the most to the least salient; a [3, H, W] map counts by its absolute sum over channels."""
+    saliency = saliency.detach()
+    if saliency.dim() == 3:
+        saliency = saliency.abs().sum(0)
+    return saliency.flatten().argsort(descending=True)
+
+
+def _curve(model, start, finish, saliency, target, steps, batch_size):
+    """The probability of `target` as the pixels, in the map's order, go from `start` to `finish`."""
+    order = _pixel_order(saliency)
+    pixels = order.numel()
+    counts = [round(pixels * i / steps) for i in range(steps + 1)]
+    probabilities = []
+    with torch.no_grad(), eval_mode(model):
+        for begin in range(0, len(counts), batch_size):
+            images = []
+            for count in counts[begin : begin + batch_size]:
+                mask = torch.zeros(pixels, device=start.device)
+                mask[order[:count]] = 1
+                mask = mask.view(1, *start.shape[-2:])
+                images.append(start[0] * (1 - mask) + finish[0] * mask)
+            probabilities.append(model(torch.stack(images)).softmax(dim=1)[:, target])
+    fractions = torch.tensor(counts, dtype=torch.float64) / pixels
+    return fractions, torch.cat(probabilities).double().cpu()
+
+
+def deletion_curve(model, x, saliency, target, steps=32, batch_size=33):
+    """(fraction of pixels deleted, probability of target): the most salient pixels go grey first. Lower area = more faithful."""
+    x = as_batch(model, x)[:1]
+    return _curve(model, x, torch.zeros_like(x), saliency, class_index(target), steps, batch_size)
+
+
+def insertion_curve(model, x, saliency, target, steps=32, batch_size=33):
+    """(fraction of pixels inserted, probability of target): starting from a blurred image, the most
+    salient pixels come back first. Higher area = more faithful."""
+    x = as_batch(model, x)[:1]
+    blurred = F.avg_pool2d(F.avg_pool2d(x, 11, stride=1, padding=5, count_include_pad=False), 11, stride=1, padding=5, count_include_pad=False)
+    return _curve(model, blurred, x, saliency, class_index(target), steps, batch_size)
+
+
+def area_under(fractions, probabilities):
+    """Area under a deletion or insertion curve (trapezoid rule, fractions in [0, 1])."""
+    return torch.trapezoid(probabilities, fractions).item()

@@ -1,0 +1,149 @@
+"""The notebooks as a learner sees them: JupyterLab in headless Chromium, driven by Playwright.
+
+Starts JupyterLab as `make lab` does, on a free loopback port with a token, over a copy of the
+notebooks (JupyterLab autosaves, and must not overwrite the committed outputs). For each notebook:
+Run All Cells, no error shown, the explorer's widgets present, and moving the class and layer
+sliders changes the displayed image. Screenshots of each explorer go to artifacts/browser/.
+
+Run it alone with `.venv/bin/python -m pytest tests/test_browser.py`. It needs Debian's chromium
+(`make test` installs it with apt-get when it can); without it the test is skipped, saying why.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts" / "browser"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+TOKEN = "gradcam-browser-test"
+
+pytestmark = pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason=f"Chromium not found at {CHROMIUM}: install Debian's chromium (`make test` does, with apt-get, when run as root)",
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab over a copy of notebooks/ and samples/; stopped at the end, even on failure."""
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(ROOT / "samples", root / "samples")
+    jupyter = [sys.executable, "-m", "jupyter"]
+    subprocess.run(jupyter + ["labextension", "disable", "@jupyterlab/apputils-extension:announcements"], capture_output=True, check=False)
+    port = free_port()
+    command = jupyter + ["lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={TOKEN}", "notebooks/"]
+    if os.geteuid() == 0:
+        command.insert(4, "--allow-root")
+    log = open(root / "jupyter.log", "w")
+    server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n" + (root / "jupyter.log").read_text()[-2000:])
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def explorer_image(page):
+    """The src of the picture the explorer shows: the last image inside the explorer's output widget."""
+    image = page.locator(".widget-vbox .widget-output img").last
+    image.wait_for(timeout=60_000)
+    return image.get_attribute("src")
+
+
+def wait_for_new_image(page, before, what):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if explorer_image(page) != before:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"moving the {what} did not change the displayed image")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_in_jupyterlab_and_its_explorer_responds(lab, browser, name):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{lab}/lab/tree/{name}?token={TOKEN}")
+        page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells").click()
+        code_cells = page.locator(".jp-Notebook .jp-CodeCell")
+        # Done when no prompt is [*] or [ ] and the kernel is idle again.
+        deadline = time.monotonic() + 180
+        while True:
+            prompts = code_cells.locator(".jp-InputPrompt").all_inner_texts()
+            busy = [p for p in prompts if "*" in p or p.strip() in ("[ ]:", "")]
+            idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
+            if not busy and idle:
+                break
+            assert time.monotonic() < deadline, f"{name} did not finish running in 180 s; prompts: {prompts}"
+            page.wait_for_timeout(500)
+
+        errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+        assert errors.count() == 0, errors.first.inner_text()[:2000]
+
+        explorer = page.locator(".widget-vbox").filter(has=page.locator(".widget-output")).last
+        explorer.scroll_into_view_if_needed()
+        sliders = explorer.locator(".widget-slider")
+        assert sliders.count() == 3, "the class, layer and alpha sliders"
+        assert explorer.locator(".widget-combobox input, .widget-text input[list]").count() >= 1, "the class picker"
+        assert explorer.locator(".widget-upload").count() == 1
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"))
+
+        for index, what in ((0, "class slider"), (1, "layer slider")):
+            if "disabled" in (sliders.nth(index).get_attribute("class") or "") or sliders.nth(index).locator(".mod-disabled, [disabled]").count():
+                # A pixel-space method has no layer: switch the explorer to Grad-CAM first.
+                explorer.locator("select").first.select_option(label="Grad-CAM")
+                page.wait_for_timeout(1500)
+            before = explorer_image(page)
+            handle = sliders.nth(index).locator(".noUi-handle, .ui-slider-handle").first
+            handle.focus()
+            page.keyboard.press("ArrowLeft" if index == 1 else "ArrowRight")
+            wait_for_new_image(page, before, what)
+        explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-moved.png"))
+    finally:
+        page.close()

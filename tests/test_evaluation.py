@@ -1,0 +1,64 @@
+"""Occlusion, randomisation and faithfulness, on toy models whose answers are known."""
+
+import torch
+import torch.nn as nn
+
+import gradcam_utils as gu
+from conftest import assert_unchanged, snapshot
+
+
+class TopLeft(nn.Module):
+    """Class 0's logit is 4 x the mean of the top-left 8 x 8 pixels; class 1's is a constant 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)  # unused by the answer, there to be randomised
+
+    def forward(self, x):
+        evidence = x[:, :, :8, :8].mean(dim=(1, 2, 3)) * 4
+        return torch.stack([evidence, torch.full_like(evidence, 2.0)], dim=1) + 0 * self.conv(x).mean()
+
+
+def test_occlusion_finds_the_only_region_that_matters():
+    x = torch.ones(1, 3, 32, 32)
+    drop = gu.occlusion_sensitivity(TopLeft(), x, 0, patch=8, stride=4, progress=False)
+    assert drop.shape == (32, 32)
+    assert drop[:8, :8].min() > 0.05  # covering the evidence lowers the probability
+    assert drop[16:, :].abs().max() == 0 and drop[:, 16:].abs().max() == 0  # patches that never touch it change nothing
+
+
+def perfect_and_worst_maps():
+    perfect = torch.zeros(32, 32)
+    perfect[:8, :8] = 1 + torch.rand(8, 8)
+    return perfect, 1 - perfect
+
+
+def test_deletion_and_insertion_rank_a_perfect_map_above_the_worst():
+    model, x = TopLeft(), torch.zeros(1, 3, 32, 32)
+    x[..., :8, :8] = 1  # a bright square on black: blurring (insertion's start) and deleting both destroy it
+    perfect, worst = perfect_and_worst_maps()
+    deletion = {name: gu.area_under(*gu.deletion_curve(model, x, m, 0, steps=16)) for name, m in [("perfect", perfect), ("worst", worst)]}
+    insertion = {name: gu.area_under(*gu.insertion_curve(model, x, m, 0, steps=16)) for name, m in [("perfect", perfect), ("worst", worst)]}
+    assert deletion["perfect"] < 0.3 < 0.7 < deletion["worst"]
+    assert insertion["perfect"] > insertion["worst"] + 0.2
+    fractions, probabilities = gu.deletion_curve(model, x, perfect, 0, steps=16)
+    assert fractions[0] == 0 and fractions[-1] == 1 and probabilities.shape == (17,)
+
+
+def test_randomize_layers_changes_a_copy_only_and_is_seeded(lite0):
+    before = snapshot(lite0)
+    randomized = gu.randomize_layers(lite0, ["classifier", "blocks.6"], seed=3)
+    assert_unchanged(lite0, before)
+    assert not torch.equal(randomized.classifier.weight, lite0.classifier.weight)
+    assert torch.equal(randomized.blocks[5][0].conv_pw.weight, lite0.blocks[5][0].conv_pw.weight)  # not asked for: kept
+    again = gu.randomize_layers(lite0, ["classifier", "blocks.6"], seed=3)
+    assert torch.equal(again.classifier.weight, randomized.classifier.weight)
+
+
+def test_similarity_measures():
+    a = torch.rand(40, 40)
+    assert abs(gu.spearman(a, a) - 1) < 1e-9 and abs(gu.spearman(a, -a) + 1) < 1e-9
+    assert abs(gu.spearman(a - 0.5, -(a - 0.5), absolute=True) - gu.spearman((a - 0.5).abs(), (a - 0.5).abs())) < 1e-9
+    assert abs(gu.ssim(a, a) - 1) < 1e-9
+    assert gu.ssim(a, torch.rand(40, 40)) < 0.3
+    assert gu.ssim(torch.zeros(3, 40, 40), torch.zeros(3, 40, 40)) == 1.0  # constant maps: no NaN
