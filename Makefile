@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test notebooks docs bench clean
+.PHONY: setup browser lab test notebooks docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,14 @@ lab: setup
 	$(VENV)/bin/jupyter labextension disable "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1 || true
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
+
+# Debian's chromium, for tests/test_browser.py; without it that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "Could not install Debian's chromium: the browser test will be skipped"
 
 # Re-execute every notebook in place, top to bottom, so the committed outputs are fresh.
 notebooks: setup

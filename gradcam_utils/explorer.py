@@ -60,8 +60,9 @@ class Explorer:
         self._quiet = True  # no redraws while the widgets are being set up
         self.set_image(image if image is not None else SAMPLE_IMAGE)
         self._figure = self._draw_figure()
-        for control in (self.method, self.layer, self.alpha):
+        for control in (self.layer, self.alpha):
             control.observe(self.update, names="value")
+        self.method.observe(self._method_changed, names="value")
         self.class_slider.observe(self._slider_moved, names="value")
         self.class_picker.observe(self.update, names="value")
         self.path.observe(self._path_changed, names="value")
@@ -130,6 +131,12 @@ class Explorer:
             ax.axis("off")
         figure.tight_layout()
         return figure
+
+    def _method_changed(self, change):
+        quiet, self._quiet = self._quiet, True
+        self.alpha.value = default_alpha(change["new"])  # heatmaps over the image, gradients on their own
+        self._quiet = quiet
+        self.update()
 
     def _slider_moved(self, change):
         quiet, self._quiet = self._quiet, True

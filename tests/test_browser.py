@@ -9,6 +9,7 @@ Run it alone with `.venv/bin/python -m pytest tests/test_browser.py`. It needs D
 (`make test` installs it with apt-get when it can); without it the test is skipped, saying why.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -45,14 +46,21 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     shutil.copytree(ROOT / "samples", root / "samples")
+    # Settings of its own: every cell rendered (JupyterLab 4 otherwise virtualises long notebooks), no news popup.
+    settings = root / "settings"
+    for plugin, values in {
+        "notebook-extension/tracker": {"windowingMode": "none"},
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    }.items():
+        (settings / "@jupyterlab" / plugin).parent.mkdir(parents=True, exist_ok=True)
+        (settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings").write_text(json.dumps(values))
     jupyter = [sys.executable, "-m", "jupyter"]
-    subprocess.run(jupyter + ["labextension", "disable", "@jupyterlab/apputils-extension:announcements"], capture_output=True, check=False)
     port = free_port()
     command = jupyter + ["lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={TOKEN}", "notebooks/"]
     if os.geteuid() == 0:
         command.insert(4, "--allow-root")
     log = open(root / "jupyter.log", "w")
-    server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings)})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -107,18 +115,22 @@ def test_notebook_runs_in_jupyterlab_and_its_explorer_responds(lab, browser, nam
         page.goto(f"{lab}/lab/tree/{name}?token={TOKEN}")
         page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
+        # Clear the committed outputs first, so that every count and picture seen below is from this run.
+        page.get_by_role("menuitem", name="Edit", exact=True).click()
+        page.locator("li[data-command='editmenu:clear-all']").click()
+        page.locator(".jp-Notebook .jp-OutputArea-output").first.wait_for(state="detached", timeout=30_000)
         page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells").click()
+        page.locator("li[data-command='runmenu:run-all']").click()
+        status = page.locator(".jp-Notebook-ExecutionIndicator").first
         code_cells = page.locator(".jp-Notebook .jp-CodeCell")
-        # Done when no prompt is [*] or [ ] and the kernel is idle again.
-        deadline = time.monotonic() + 180
+        # Done when every prompt shows its execution count and the kernel is idle again.
+        deadline = time.monotonic() + 240
         while True:
             prompts = code_cells.locator(".jp-InputPrompt").all_inner_texts()
-            busy = [p for p in prompts if "*" in p or p.strip() in ("[ ]:", "")]
-            idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
-            if not busy and idle:
+            done = prompts and all(p.strip()[1:-2].isdigit() for p in prompts)
+            if done and status.get_attribute("data-status") == "idle":
                 break
-            assert time.monotonic() < deadline, f"{name} did not finish running in 180 s; prompts: {prompts}"
+            assert time.monotonic() < deadline, f"{name} did not finish running in 240 s; prompts: {prompts}"
             page.wait_for_timeout(500)
 
         errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
@@ -134,15 +146,18 @@ def test_notebook_runs_in_jupyterlab_and_its_explorer_responds(lab, browser, nam
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"))
 
-        for index, what in ((0, "class slider"), (1, "layer slider")):
-            if "disabled" in (sliders.nth(index).get_attribute("class") or "") or sliders.nth(index).locator(".mod-disabled, [disabled]").count():
-                # A pixel-space method has no layer: switch the explorer to Grad-CAM first.
-                explorer.locator("select").first.select_option(label="Grad-CAM")
-                page.wait_for_timeout(1500)
+        for label, what, fraction in (("Class", "class slider", 0.9), ("Layer", "layer slider", 0.5)):
+            slider = sliders.filter(has_text=label).first
+            method = explorer.locator("select").first
+            if label == "Layer" and method.evaluate("s => s.options[s.selectedIndex].text") not in ("Grad-CAM", "Guided Grad-CAM"):
+                # A pixel-space method has no layer: switch the explorer's method to Grad-CAM first.
+                before = explorer_image(page)
+                method.select_option(label="Grad-CAM")
+                wait_for_new_image(page, before, "method dropdown")
             before = explorer_image(page)
-            handle = sliders.nth(index).locator(".noUi-handle, .ui-slider-handle").first
-            handle.focus()
-            page.keyboard.press("ArrowLeft" if index == 1 else "ArrowRight")
+            track = slider.locator(".noUi-target").first
+            box = track.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
             wait_for_new_image(page, before, what)
         explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-moved.png"))
     finally:
