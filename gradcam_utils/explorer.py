@@ -45,7 +45,9 @@ class Explorer:
         self.path = widgets.Text(placeholder="path to another image", description="Image path", continuous_update=False, style=style)
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image")
         self.status = widgets.Label()
-        self.output = widgets.Output()
+        # A PNG in an Image widget, not a figure displayed into an Output widget: headless runs
+        # (nbclient, nbconvert) sometimes hung waiting on the Output widget's messages.
+        self.picture_widget = widgets.Image(format="png")
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.method, self.alpha]),
@@ -54,7 +56,7 @@ class Explorer:
                 self.layer,
                 widgets.HBox([self.path, self.upload]),
                 self.status,
-                self.output,
+                self.picture_widget,
             ]
         )
         self._quiet = True  # no redraws while the widgets are being set up
@@ -115,9 +117,9 @@ class Explorer:
         self._title.set_text(
             f"{TITLES[self.method.value]}{where}\n{class_name(target)} (p = {float(self._probabilities[target]):.3f})"
         )
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self._figure)
+        png = io.BytesIO()
+        self._figure.savefig(png, format="png", dpi=72)
+        self.picture_widget.value = png.getvalue()
 
     def _draw_figure(self):
         """The figure is built once; each update only swaps its pictures and title."""

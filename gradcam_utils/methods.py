@@ -75,17 +75,17 @@ class Rectifier(torch.autograd.Function):
         return torch.ops.aten.hardtanh_backward(g, y, 0.0, ctx.upper), None, None, None
 
 
-_RELU = {torch.relu, torch.Tensor.relu, F.relu}
-_RELU_ = {torch.relu_, torch.Tensor.relu_}
+_RELU = {torch.relu, torch.Tensor.relu}
+_RELU_INPLACE = {torch.relu_, torch.Tensor.relu_}
 _NOT_RECTIFIERS = {F.silu, F.gelu, F.hardswish, F.mish, F.elu, F.selu, F.celu, F.leaky_relu, F.softplus, F.prelu}
 _SIGNATURES = {f: inspect.signature(f) for f in (F.relu, F.relu6, F.hardtanh)}
 
 
 def _as_rectifier(func, args, kwargs):
     """(x, upper, inplace) when func(*args, **kwargs) is a ReLU or ReLU6, else None."""
-    if func in _RELU_:
+    if func in _RELU_INPLACE:
         return args[0], math.inf, True
-    if func in (torch.relu, torch.Tensor.relu):
+    if func in _RELU:
         return args[0], math.inf, False
     if func not in _SIGNATURES:
         return None

@@ -46,7 +46,7 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     shutil.copytree(ROOT / "samples", root / "samples")
-    # Settings of its own: every cell rendered (JupyterLab 4 otherwise virtualises long notebooks), no news popup.
+    # Settings and workspaces of its own: every cell rendered (JupyterLab 4 otherwise virtualises long notebooks), no news popup.
     settings = root / "settings"
     for plugin, values in {
         "notebook-extension/tracker": {"windowingMode": "none"},
@@ -60,7 +60,7 @@ def lab(tmp_path_factory):
     if os.geteuid() == 0:
         command.insert(4, "--allow-root")
     log = open(root / "jupyter.log", "w")
-    server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings)})
+    server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces")})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -93,8 +93,8 @@ def browser():
 
 
 def explorer_image(page):
-    """The src of the picture the explorer shows: the last image inside the explorer's output widget."""
-    image = page.locator(".widget-vbox .widget-output img").last
+    """The src of the picture the explorer shows: its Image widget."""
+    image = page.locator(".widget-vbox img.widget-image").last
     image.wait_for(timeout=60_000)
     return image.get_attribute("src")
 
@@ -112,7 +112,7 @@ def wait_for_new_image(page, before, what):
 def test_notebook_runs_in_jupyterlab_and_its_explorer_responds(lab, browser, name):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(f"{lab}/lab/tree/{name}?token={TOKEN}")
+        page.goto(f"{lab}/lab/tree/{name}?token={TOKEN}&reset")  # reset: no notebook left open by the previous test
         page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
         # Clear the committed outputs first, so that every count and picture seen below is from this run.
@@ -136,7 +136,7 @@ def test_notebook_runs_in_jupyterlab_and_its_explorer_responds(lab, browser, nam
         errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
         assert errors.count() == 0, errors.first.inner_text()[:2000]
 
-        explorer = page.locator(".widget-vbox").filter(has=page.locator(".widget-output")).last
+        explorer = page.locator(".widget-vbox").filter(has=page.locator("img.widget-image")).last
         explorer.scroll_into_view_if_needed()
         sliders = explorer.locator(".widget-slider")
         assert sliders.count() == 3, "the class, layer and alpha sliders"
