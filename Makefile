@@ -48,7 +48,7 @@ docs: setup
 
 bench: setup
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py --write
 
 clean:
 	rm -rf $(VENV)

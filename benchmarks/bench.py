@@ -1,11 +1,13 @@
 """Speed and memory of gradcam_utils next to pytorch-grad-cam, captum and torchcam: `make bench`.
 
 Every time is a median, reported as a ratio to one plain forward pass (no gradients) of the
-same model on the same machine, measured in the same run. Exits 1 when a target is missed.
+same model on the same machine, the two timed alternately in the same run. Exits 1 when a target is missed.
 Peers: `pip install -e '.[bench]'`.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -25,7 +27,8 @@ from torchcam.methods import GradCAM as TorchcamGradCAM
 
 import gradcam_utils as gu
 
-SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "cat_dog.png"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "cat_dog.png"
 MODELS = {"resnet50": ("resnet50", None, "layer4"), "lite0": ("efficientnet_lite0", "DEFAULT", "bn2")}
 
 
@@ -34,17 +37,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_seconds(job, device, repeat):
+def seconds(job, device):
+    sync(device)
+    start = time.perf_counter()
     job()
-    job()
-    times = []
-    for _ in range(repeat):
-        sync(device)
-        start = time.perf_counter()
-        job()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def ratio_of(job, baseline, device, repeat):
+    """median time of job / median time of baseline, the two run alternately, so that a slow
+    spell of the machine weighs on both alike."""
+    job(), baseline()
+    times = [(seconds(job, device), seconds(baseline, device)) for _ in range(repeat)]
+    return statistics.median(t for t, _ in times) / statistics.median(b for _, b in times)
 
 
 def setup(name, device):
@@ -106,8 +112,8 @@ def jobs(model, x, layer, classes):
     return table
 
 
-def explorer_change_seconds(model, layer, device, changes):
-    """Median time of the computation behind one widget change (class, layer or method), drawing excluded."""
+def explorer_change_ratio(model, layer, forward, device, changes):
+    """The computation behind one widget change (class, layer or method), drawing excluded, over one forward."""
     explorer = gu.Explorer("gradcam", model, SAMPLE, layer=layer)
     explorer._quiet = True  # change the widgets without drawing
     settings = [(m, rank, name) for m in gu.METHODS for rank in range(5) for name in explorer.layers[-4:]]
@@ -115,23 +121,23 @@ def explorer_change_seconds(model, layer, device, changes):
     for i in range(changes):
         method, rank, name = settings[(i * 7) % len(settings)]  # stride through, so each step changes something
         explorer.method.value, explorer.class_slider.index, explorer.layer.value = method, rank, name
-        sync(device)
-        start = time.perf_counter()
-        explorer.compute()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        times.append((seconds(explorer.compute, device), seconds(forward, device)))
+    return statistics.median(t for t, _ in times) / statistics.median(f for _, f in times)
 
 
 def batch_ratio(model, x, layer, device, repeat, size=4):
     """Per-image cost of a batch of `size` over the cost of one image alone, for each method."""
     batch = torch.cat([x, x.flip(-1), x.flip(-2), x * 0.9][:size])
-    ratios = {}
-    for method in gu.METHODS:
-        one = median_seconds(lambda: gu.explain(model, x, methods=method, layer=layer), device, repeat)
-        many = median_seconds(lambda: gu.explain(model, batch, methods=method, layer=layer), device, repeat)
-        ratios[method] = many / size / one
-    return ratios
+    return {
+        method: ratio_of(
+            lambda: gu.explain(model, batch, methods=method, layer=layer),
+            lambda: gu.explain(model, x, methods=method, layer=layer),
+            device,
+            repeat,
+        )
+        / size
+        for method in gu.METHODS
+    }
 
 
 def peak_memory(model_name, job, library, device):
@@ -172,6 +178,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--write", action="store_true", help="also write the table to docs/benchmark-<device>.md and the README")
     parser.add_argument("--memory-job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -179,9 +186,38 @@ def main():
         print(measure_memory_here(*json.loads(args.memory_job), device))
         return 0
 
+    if not args.write:
+        return report(device, args.repeat)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(Tee(sys.stdout, output)):
+        code = report(device, args.repeat)
+    # The table goes, as printed, to docs/benchmark-<device>.md and between the README's markers.
+    (ROOT / "docs" / f"benchmark-{device.type}.md").write_text(output.getvalue())
+    readme = (ROOT / "README.md").read_text()
+    start, end = f"<!-- benchmark-{device.type} -->\n", f"<!-- /benchmark-{device.type} -->"
+    if start in readme and end in readme:
+        head, rest = readme.split(start, 1)
+        (ROOT / "README.md").write_text(head + start + output.getvalue() + end + rest.split(end, 1)[1])
+    return code
+
+
+class Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+
+def report(device, repeat):
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} ({card})")
-    print("Times are medians, as multiples of one plain forward pass (torch.no_grad) of the same model; batch 1.\n")
+    print("Times are medians, as multiples of one plain forward pass (torch.no_grad) of the same model, timed alternately with each job; batch 1.\n")
     missed = []
 
     def check(ok, what):
@@ -191,11 +227,15 @@ def main():
 
     for name in MODELS:
         model, x, layer, classes = setup(name, device)
-        with torch.no_grad():
-            forward = median_seconds(lambda: model(x), device, args.repeat)
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+
         table = jobs(model, x, layer, classes)
-        times = {key: median_seconds(job, device, args.repeat) / forward for key, job in table.items()}
-        print(f"## {name} (layer {layer}, input {tuple(x.shape[-2:])}): one forward = {forward * 1000:.1f} ms\n")
+        times = {key: ratio_of(job, forward, device, repeat) for key, job in table.items()}
+        forward_ms = statistics.median(seconds(forward, device) for _ in range(repeat)) * 1000
+        print(f"## {name} (layer {layer}, input {tuple(x.shape[-2:])}): one forward = {forward_ms:.1f} ms\n")
         print("| job | ours | pytorch-grad-cam | captum | torchcam | target | met |")
         print("|---|---|---|---|---|---|---|")
         for job in dict.fromkeys(j for j, _ in table):
@@ -212,9 +252,9 @@ def main():
             cells = " | ".join(f"{t:.2f}x" if t is not None else "n/a" for t in row.values())
             print(f"| {job} | {cells} | {target} | {check(ok, f'{name}: {job}')} |")
 
-        change = explorer_change_seconds(model, layer, device, changes=60) / forward
+        change = explorer_change_ratio(model, layer, forward, device, changes=60)
         print(f"| explorer: one widget change | {change:.2f}x | | | | <= 2x | {check(change <= 2, f'{name}: explorer change')} |")
-        for method, ratio in batch_ratio(model, x, layer, device, max(5, args.repeat // 3)).items():
+        for method, ratio in batch_ratio(model, x, layer, device, max(5, repeat // 3)).items():
             # 10% for timing noise: the target is "no more per image than a loop over single images".
             print(f"| batch of 4, per image / one image: {method} | {ratio:.2f} | | | | <= 1 | {check(ratio <= 1.1, f'{name}: batch {method}')} |")
         for job in ("Grad-CAM top-3", "all five, top-3"):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from .display import TITLES, default_alpha, overlay
 from .methods import METHODS, ForwardPass
-from .models import CLASS_NAMES, GradCamError, class_name, default_layer, deprocess, list_layers, load_image, load_model, preprocess
+from .models import CLASS_NAMES, GradCamError, class_name, deprocess, last_layer, list_layers, load_image, load_model, preprocess
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "samples" / "cat_dog.png"
 CAM = {"gradcam", "guided_gradcam"}
@@ -37,7 +37,7 @@ class Explorer:
             options=CLASS_NAMES, placeholder="or type any ImageNet class", ensure_option=True, description="Any class", style=style
         )
         self.layer = widgets.SelectionSlider(
-            options=self.layers, value=layer or default_layer(self.model), description="Layer", style=style, layout=layout
+            options=self.layers, value=layer or last_layer(self.model, self.layers), description="Layer", style=style, layout=layout
         )
         self.alpha = widgets.FloatSlider(
             value=default_alpha(method) if alpha is None else alpha, min=0, max=1, step=0.05, description="Overlay alpha", style=style

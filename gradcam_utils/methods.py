@@ -10,9 +10,9 @@ All five start from one forward pass, recorded by `ForwardPass`:
 - Grad-CAM needs the activations A of one layer (kept by a forward hook) and
   d logit_c / d A.
 
-The k target classes share the forward pass, with one backward pass each. (Batching
-them with `torch.autograd.grad(..., is_grads_batched=True)` is slower on a CPU: see
-benchmarks/bench.py.)
+The k target classes share the forward pass. Grad-CAM's k backward passes, from the
+logits down to one layer, run as one batched pass; the pixel maps take one backward pass
+per class (see `ForwardPass._gradients`).
 """
 
 import inspect
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .models import GradCamError, as_batch, check_topk, class_index, default_layer, get_layer, run_model
+from .models import GradCamError, as_batch, check_topk, choose_layers, class_index, get_layer, is_spatial, last_layer, layer_candidates, run_model
 
 METHODS = ("vanilla_backprop", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
 PIXEL_RULES = {"vanilla_backprop": "vanilla", "deconvnet": "deconvnet", "guided_backprop": "guided"}
@@ -67,12 +67,14 @@ class Rectifier(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         if ctx.rule.name == "deconvnet":
             return g.clamp(min=0), None, None, None
-        if ctx.rule.name == "guided":
-            g = g.clamp(min=0)
         # g * [0 < y < upper], by the kernels torch's own ReLU and ReLU6 use for their backward.
         if ctx.upper == math.inf:
-            return torch.ops.aten.threshold_backward(g, y, 0), None, None, None
-        return torch.ops.aten.hardtanh_backward(g, y, 0.0, ctx.upper), None, None, None
+            g = torch.ops.aten.threshold_backward(g, y, 0)
+        else:
+            g = torch.ops.aten.hardtanh_backward(g, y, 0.0, ctx.upper)
+        if ctx.rule.name == "guided":
+            g.clamp_(min=0)  # in place: g is a fresh tensor here, and max(g, 0) * mask = max(g * mask, 0)
+        return g, None, None, None
 
 
 _RELU = {torch.relu, torch.Tensor.relu}
@@ -125,10 +127,13 @@ class ForwardPass:
 
     `layers`: names of the layers whose activations Grad-CAM will need.
     `rectifiers`: route ReLU/ReLU6 through `Rectifier`, as deconvnet and guided backprop need.
+    `find_default_layer`: also find default_layer(model) on the way, as `self.default_layer`, and keep
+    its activations: Grad-CAM with no layer given then costs no second forward pass. (Until the
+    pass ends, the outputs of all the layers list_layers considers are kept.)
     The model is left as it was found: no hooks remain, every train/eval flag is restored.
     """
 
-    def __init__(self, model, x, layers=(), rectifiers=True):
+    def __init__(self, model, x, layers=(), rectifiers=True, find_default_layer=False):
         if torch.is_inference_mode_enabled():
             raise GradCamError("gradients cannot be computed inside torch.inference_mode(); call this outside it")
         self.input = as_batch(model, x).clone().requires_grad_()
@@ -136,7 +141,10 @@ class ForwardPass:
         self.rule = BackwardRule()
         self.not_rectifiers = set()
         self.activations = {}
-        handles = [get_layer(model, name).register_forward_hook(self._keeper(name)) for name in layers]
+        self.spatial = []  # the layers whose outputs were feature maps, in order
+        candidates = layer_candidates(model) if find_default_layer else {}
+        modules = {**candidates, **{name: get_layer(model, name) for name in layers}}
+        handles = [module.register_forward_hook(self._keeper(name, name in layers)) for name, module in modules.items()]
         try:
             with torch.enable_grad():
                 if rectifiers:
@@ -152,14 +160,21 @@ class ForwardPass:
         missed = [name for name in layers if name not in self.activations]
         if missed:
             raise GradCamError(f"layer {missed[0]!r} is never reached by the model's forward pass; pick one from list_layers(model)")
+        if find_default_layer:
+            self.default_layer = last_layer(model, choose_layers(candidates, self.spatial))
+            self.activations = {name: a for name, a in self.activations.items() if name in layers or name == self.default_layer}
 
-    def _keeper(self, name):
+    def _keeper(self, name, required):
         def keep(module, inputs, output):
             if not (torch.is_tensor(output) and output.dim() == 4):
+                if not required:
+                    return None
                 raise GradCamError(
                     f"layer {name!r} outputs {'a tensor of shape ' + str(list(output.shape)) if torch.is_tensor(output) else type(output).__name__}, "
                     "not feature maps [B, C, H, W]; pick one from list_layers(model)"
                 )
+            if is_spatial(output) and name not in self.spatial:
+                self.spatial.append(name)
             self.activations[name] = output
             # Later in-place ops (a ReLU(inplace=True) after a conv) must not overwrite the activations kept here.
             return output.clone()
@@ -183,14 +198,19 @@ class ForwardPass:
         indices = torch.tensor([class_index(c, num_classes) for c in classes], device=self.logits.device)
         return indices[:, None].expand(-1, self.logits.shape[0])
 
-    def _gradients(self, targets, wrt, rule):
-        """d logit_target / d wrt for each row of targets [k, B]: [k, *wrt.shape], one backward pass per row."""
+    def _gradients(self, targets, wrt, rule, batched=False):
+        """d logit_target / d wrt for each row of targets [k, B]: [k, *wrt.shape].
+
+        `batched`: all k rows in one backward pass (torch's vmap). That is faster through the small
+        head above a late layer, and slower on a CPU all the way down to the pixels, where convolution
+        backward under vmap runs one row at a time: there, one backward pass per row.
+        """
         self.rule.name = rule
-        grads = []
-        for row in targets:
-            one_hot = torch.zeros_like(self.logits).scatter_(1, row[:, None], 1.0)
-            grads.append(torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=True)[0])
-        return torch.stack(grads)
+        one_hot = torch.zeros((len(targets), *self.logits.shape), dtype=self.logits.dtype, device=self.logits.device)
+        one_hot.scatter_(2, targets[:, :, None], 1.0)
+        if batched:
+            return torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=True, is_grads_batched=True)[0]
+        return torch.stack([torch.autograd.grad(self.logits, wrt, row, retain_graph=True)[0] for row in one_hot])
 
     def pixel_map(self, targets, rule):
         """d logit / d input with `rule` ("vanilla", "deconvnet" or "guided") at every rectifier: [k, B, 3, H, W]."""
@@ -207,7 +227,7 @@ class ForwardPass:
     def cam(self, targets, layer, upsample=True):
         """Grad-CAM [k, B, h, w] at `layer` (Selvaraju et al. 2017), bilinearly upsampled to the input size by default."""
         activations = self.activations[layer]  # A: [B, C, h, w]
-        grads = self._gradients(targets, activations, "vanilla")  # dy_c/dA: [k, B, C, h, w]
+        grads = self._gradients(targets, activations, "vanilla", batched=len(targets) > 1)  # dy_c/dA: [k, B, C, h, w]
         weights = grads.mean(dim=(3, 4), keepdim=True)  # alpha_k^c
         cam = F.relu((weights * activations).sum(dim=2)).detach()
         if upsample:
@@ -237,10 +257,11 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
     cam_methods = {"gradcam", "guided_gradcam"} & set(methods)
-    if cam_methods and layer is None:
-        layer = default_layer(model, x)
     rectifiers = bool({"deconvnet", "guided_backprop", "guided_gradcam"} & set(methods))
-    pass_ = ForwardPass(model, x, layers=[layer] if cam_methods else [], rectifiers=rectifiers)
+    find_default_layer = bool(cam_methods) and layer is None
+    pass_ = ForwardPass(model, x, [layer] if cam_methods and layer is not None else [], rectifiers, find_default_layer)
+    if find_default_layer:
+        layer = pass_.default_layer
     targets = pass_.targets(target, topk)
     single_class = is_single(target) and topk is None
     single_image = pass_.input.shape[0] == 1

@@ -11,6 +11,7 @@ Run it alone with `.venv/bin/python -m pytest tests/test_browser.py`. It needs D
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "browser"
@@ -84,12 +87,23 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser
         browser.close()
+
+
+def menu_command(page, menu, command):
+    """Click menu > command, as a learner does, once JupyterLab has enabled it for the open notebook.
+
+    Right after a page load the notebook may not yet be the current widget, and a click on a
+    disabled menu item does nothing: so focus the notebook first, and wait for the item to be enabled.
+    """
+    page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first.click()
+    page.get_by_role("menuitem", name=menu, exact=True).click()
+    item = page.locator(f"li[data-command='{command}']")
+    expect(item).not_to_have_class(re.compile(r"\blm-mod-disabled\b"), timeout=30_000)
+    item.click()
 
 
 def explorer_image(page):
@@ -116,13 +130,24 @@ def test_notebook_runs_in_jupyterlab_and_its_explorer_responds(lab, browser, nam
         page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
         # Clear the committed outputs first, so that every count and picture seen below is from this run.
-        page.get_by_role("menuitem", name="Edit", exact=True).click()
-        page.locator("li[data-command='editmenu:clear-all']").click()
-        page.locator(".jp-Notebook .jp-OutputArea-output").first.wait_for(state="detached", timeout=30_000)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.locator("li[data-command='runmenu:run-all']").click()
-        status = page.locator(".jp-Notebook-ExecutionIndicator").first
+        outputs = page.locator(".jp-Notebook .jp-OutputArea-output")
+        for attempt in range(3):
+            menu_command(page, "Edit", "editmenu:clear-all")
+            try:
+                outputs.first.wait_for(state="detached", timeout=10_000)
+                break
+            except PlaywrightTimeout:
+                assert attempt < 2, f"Edit > Clear Outputs of All Cells left {outputs.count()} outputs in place"
         code_cells = page.locator(".jp-Notebook .jp-CodeCell")
+        first_prompt = code_cells.first.locator(".jp-InputPrompt")
+        for attempt in range(2):
+            menu_command(page, "Run", "runmenu:run-all")
+            try:  # started: the first prompt shows [*] or a count
+                expect(first_prompt).not_to_have_text(re.compile(r"^\s*\[\s*\]:\s*$"), timeout=20_000)
+                break
+            except AssertionError:
+                assert attempt < 1, "Run > Run All Cells did not start the notebook"
+        status = page.locator(".jp-Notebook-ExecutionIndicator").first
         # Done when every prompt shows its execution count and the kernel is idle again.
         deadline = time.monotonic() + 240
         while True:

@@ -61,6 +61,29 @@ def test_gradcam_at_the_layer_resolution(lite0, cat_dog):
     torch.testing.assert_close(upsampled[0, 0], gu.gradcam(lite0, cat_dog, 243, layer="blocks.5"))
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11", "squeezenet1_1", "densenet121", "mobilenet_v2", "efficientnet_lite0"])
+def test_without_a_layer_gradcam_finds_default_layer_in_its_own_forward_pass(arch, monkeypatch):
+    torch.manual_seed(0)
+    model = gu.load_model(arch, weights=None, device="cpu")
+    x = torch.randn(1, 3, 160, 160)
+    layer = gu.default_layer(model, x)
+    expected = gu.gradcam(model, x, layer=layer)
+    # densenet's last layer (features.norm5) is followed by F.relu(inplace=True): its activations must be kept apart.
+    forwards = []
+    monkeypatch.setattr(type(model), "forward", counting(type(model).forward, forwards))
+    assert_maps_close(gu.gradcam(model, x), expected)
+    assert len(forwards) == 1, "Grad-CAM without a layer ran the model more than once"
+    assert gu.ForwardPass(model, x, find_default_layer=True).default_layer == layer
+
+
+def counting(forward, calls):
+    def forward_counted(self, *args, **kwargs):
+        calls.append(1)
+        return forward(self, *args, **kwargs)
+
+    return forward_counted
+
+
 def test_the_same_call_twice_gives_identical_maps(lite0, cat_dog):
     first, second = gu.explain(lite0, cat_dog, CLASSES), gu.explain(lite0, cat_dog, CLASSES)
     for method in gu.METHODS:
