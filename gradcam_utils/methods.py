@@ -128,8 +128,8 @@ class ForwardPass:
     `layers`: names of the layers whose activations Grad-CAM will need.
     `rectifiers`: route ReLU/ReLU6 through `Rectifier`, as deconvnet and guided backprop need.
     `find_default_layer`: also find default_layer(model) on the way, as `self.default_layer`, and keep
-    its activations: Grad-CAM with no layer given then costs no second forward pass. (Until the
-    pass ends, the outputs of all the layers list_layers considers are kept.)
+    its activations (unless something changed them in place later): Grad-CAM with no layer given
+    then usually costs no second forward pass.
     The model is left as it was found: no hooks remain, every train/eval flag is restored.
     """
 
@@ -141,10 +141,11 @@ class ForwardPass:
         self.rule = BackwardRule()
         self.not_rectifiers = set()
         self.activations = {}
-        self.spatial = []  # the layers whose outputs were feature maps, in order
+        self.spatial = []  # the candidates for the default layer whose outputs were feature maps, in order
         candidates = layer_candidates(model) if find_default_layer else {}
-        modules = {**candidates, **{name: get_layer(model, name) for name in layers}}
-        handles = [module.register_forward_hook(self._keeper(name, name in layers)) for name, module in modules.items()]
+        maybe_default = {}  # {name: (activations, version)} of the candidates that may still be the default layer
+        handles = [module.register_forward_hook(self._candidate_keeper(name, maybe_default)) for name, module in candidates.items()]
+        handles += [get_layer(model, name).register_forward_hook(self._keeper(name)) for name in layers]
         try:
             with torch.enable_grad():
                 if rectifiers:
@@ -161,23 +162,44 @@ class ForwardPass:
         if missed:
             raise GradCamError(f"layer {missed[0]!r} is never reached by the model's forward pass; pick one from list_layers(model)")
         if find_default_layer:
-            self.default_layer = last_layer(model, choose_layers(candidates, self.spatial))
-            self.activations = {name: a for name, a in self.activations.items() if name in layers or name == self.default_layer}
+            self.default_layer = layer = last_layer(model, choose_layers(candidates, self.spatial))
+            activations, version = maybe_default.get(layer, (None, None))
+            if activations is not None and activations._version == version:
+                self.activations.setdefault(layer, activations)
 
-    def _keeper(self, name, required):
+    def _keeper(self, name):
         def keep(module, inputs, output):
             if not (torch.is_tensor(output) and output.dim() == 4):
-                if not required:
-                    return None
                 raise GradCamError(
                     f"layer {name!r} outputs {'a tensor of shape ' + str(list(output.shape)) if torch.is_tensor(output) else type(output).__name__}, "
                     "not feature maps [B, C, H, W]; pick one from list_layers(model)"
                 )
-            if is_spatial(output) and name not in self.spatial:
-                self.spatial.append(name)
             self.activations[name] = output
             # Later in-place ops (a ReLU(inplace=True) after a conv) must not overwrite the activations kept here.
             return output.clone()
+
+        return keep
+
+    def _candidate_keeper(self, name, maybe_default):
+        """Keeps the output of a layer that may turn out to be the default one, and lets go of those that no longer can.
+
+        The default is the last of the top-level layers, or of the trunk's children (see choose_layers):
+        so a top-level layer outranks every layer before it except its own children, and a child its
+        earlier siblings. Unlike _keeper, no clone: a clone of every layer's output would double the
+        memory the backward pass keeps. The version counter tells whether an in-place op changed it later.
+        """
+        parent = name.rpartition(".")[0]
+
+        def keep(module, inputs, output):
+            if not is_spatial(output):
+                return None
+            if name not in self.spatial:
+                self.spatial.append(name)
+            for other in list(maybe_default):
+                other_parent = other.rpartition(".")[0]
+                if other_parent == parent if parent else other_parent != name:
+                    del maybe_default[other]
+            maybe_default[name] = output, output._version
 
         return keep
 
@@ -262,6 +284,8 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
     pass_ = ForwardPass(model, x, [layer] if cam_methods and layer is not None else [], rectifiers, find_default_layer)
     if find_default_layer:
         layer = pass_.default_layer
+        if layer not in pass_.activations:  # changed in place after it ran (densenet), or run twice: record again
+            pass_ = ForwardPass(model, x, [layer], rectifiers)
     targets = pass_.targets(target, topk)
     single_class = is_single(target) and topk is None
     single_image = pass_.input.shape[0] == 1

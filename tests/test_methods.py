@@ -1,6 +1,7 @@
 """The five methods: shapes, the fast path against the plain loop, and the promises to the caller's model."""
 
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -61,19 +62,62 @@ def test_gradcam_at_the_layer_resolution(lite0, cat_dog):
     torch.testing.assert_close(upsampled[0, 0], gu.gradcam(lite0, cat_dog, 243, layer="blocks.5"))
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "vgg11", "squeezenet1_1", "densenet121", "mobilenet_v2", "efficientnet_lite0"])
-def test_without_a_layer_gradcam_finds_default_layer_in_its_own_forward_pass(arch, monkeypatch):
+@pytest.mark.parametrize(
+    "arch, passes",
+    # densenet's last layer (features.norm5) is changed in place after it runs, by F.relu(inplace=True): two passes.
+    [("resnet18", 1), ("vgg11", 1), ("squeezenet1_1", 1), ("densenet121", 2), ("mobilenet_v2", 1), ("efficientnet_lite0", 1)],
+)
+def test_without_a_layer_gradcam_finds_default_layer_in_its_own_forward_pass(arch, passes, monkeypatch):
     torch.manual_seed(0)
     model = gu.load_model(arch, weights=None, device="cpu")
     x = torch.randn(1, 3, 160, 160)
     layer = gu.default_layer(model, x)
     expected = gu.gradcam(model, x, layer=layer)
-    # densenet's last layer (features.norm5) is followed by F.relu(inplace=True): its activations must be kept apart.
     forwards = []
     monkeypatch.setattr(type(model), "forward", counting(type(model).forward, forwards))
     assert_maps_close(gu.gradcam(model, x), expected)
-    assert len(forwards) == 1, "Grad-CAM without a layer ran the model more than once"
+    assert len(forwards) == passes
     assert gu.ForwardPass(model, x, find_default_layer=True).default_layer == layer
+
+
+def test_finding_the_default_layer_keeps_few_activations_alive():
+    # Ten top-level layers in a row whose backward keeps nothing: each output, once a later layer outranks it,
+    # must be let go during the forward pass, not held to the end (a whole network's activations on a big batch).
+    class Shift(nn.Module):
+        def forward(self, x):
+            return x + 1.0
+
+    shifts = [Shift() for _ in range(10)]
+    outputs, alive = [], []
+    for shift in shifts:
+        shift.register_forward_hook(lambda module, inputs, output: outputs.append(weakref.ref(output)))
+
+    class Head(nn.Module):
+        def forward(self, x):
+            alive.append(sum(ref() is not None for ref in outputs))
+            return x.mean(dim=(2, 3))
+
+    model = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), *shifts, Head())
+    x = torch.randn(1, 3, 16, 16)
+    forward = gu.ForwardPass(model, x, find_default_layer=True)
+    assert alive == [1], f"{alive[0]} of the 10 layers' outputs were still held when the last one finished"
+    assert forward.default_layer == "10" == gu.default_layer(model, x)
+    assert_maps_close(gu.gradcam(model, x, 0), gu.gradcam(model, x, 0, layer="10"))
+
+
+def test_a_model_that_runs_a_layer_twice_gets_the_same_default_layer():
+    class CallsTwice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3, 10)
+
+        def forward(self, x):
+            return self.head(self.a(self.b(self.a(x))).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model, x = CallsTwice(), torch.randn(1, 3, 16, 16)
+    assert gu.default_layer(model, x) == "b"
+    assert_maps_close(gu.gradcam(model, x, 0), gu.gradcam(model, x, 0, layer="b"))
 
 
 def counting(forward, calls):
