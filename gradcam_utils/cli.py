@@ -157,7 +157,7 @@ def layer_sweep(images, model, arch, layers, target, out):
     written = []
     for path, image in images.items():
         x = preprocess(image, model)
-        forward = ForwardPass(model, x, layers=layers, rectifiers=False)
+        forward = ForwardPass(model, x, layers=layers, rectifiers=False, from_input=False)
         targets = forward.targets(target)
         name = class_name(int(targets[0, 0]))
         picture = deprocess(x, model)
@@ -186,7 +186,7 @@ def compare_archs(images, archs, target, device, out):
         for arch, model in models.items():
             x = preprocess(image, model)
             layer = default_layer(model)
-            forward = ForwardPass(model, x, layers=[layer], rectifiers=False)
+            forward = ForwardPass(model, x, layers=[layer], rectifiers=False, from_input=False)
             if image_target is None:
                 image_target = int(forward.targets()[0, 0])  # the first model's top-1 class, then the same class for all
             cam = forward.cam(forward.targets(image_target), layer)[0, 0]

@@ -10,6 +10,7 @@
 """
 
 import copy
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -51,12 +52,18 @@ def occlusion_sensitivity(model, x, target, patch=32, stride=16, batch_size=64, 
 def randomize_layers(model, layers, seed=0):
     """A copy of `model` whose named layers have freshly initialised parameters (and batch-norm statistics)."""
     randomized = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
-        torch.manual_seed(seed)
+    # The new values are drawn by the CPU's generator, whatever the model's device: a seed then gives
+    # the same model on a CPU and on a GPU, and the caller's random state (every device's) is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
         for name in layers:
-            for module in get_layer(randomized, name).modules():
+            layer = get_layer(randomized, name)
+            device = next(itertools.chain(layer.parameters(), layer.buffers()), torch.empty(0)).device
+            layer.cpu()
+            for module in layer.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
+            layer.to(device)
     return randomized
 
 

@@ -127,16 +127,21 @@ class ForwardPass:
 
     `layers`: names of the layers whose activations Grad-CAM will need.
     `rectifiers`: route ReLU/ReLU6 through `Rectifier`, as deconvnet and guided backprop need.
+    `from_input`: record the autograd graph from the input, as the pixel maps need. With False, the
+    pass runs without gradients up to the first of `layers` that it reaches, and records from there on:
+    that is all Grad-CAM needs, and the layers below then cost no more than in a plain forward pass.
     `find_default_layer`: also find default_layer(model) on the way, as `self.default_layer`, and keep
     its activations (unless something changed them in place later): Grad-CAM with no layer given
     then usually costs no second forward pass.
     The model is left as it was found: no hooks remain, every train/eval flag is restored.
     """
 
-    def __init__(self, model, x, layers=(), rectifiers=True, find_default_layer=False):
+    def __init__(self, model, x, layers=(), rectifiers=True, find_default_layer=False, from_input=True):
         if torch.is_inference_mode_enabled():
             raise GradCamError("gradients cannot be computed inside torch.inference_mode(); call this outside it")
-        self.input = as_batch(model, x).clone().requires_grad_()
+        if not (from_input or layers):
+            raise GradCamError("a ForwardPass with from_input=False needs the layers to record from")
+        self.input = as_batch(model, x).clone().requires_grad_(from_input)
         self.rectifiers = rectifiers
         self.rule = BackwardRule()
         self.not_rectifiers = set()
@@ -147,7 +152,7 @@ class ForwardPass:
         handles = [module.register_forward_hook(self._candidate_keeper(name, maybe_default)) for name, module in candidates.items()]
         handles += [get_layer(model, name).register_forward_hook(self._keeper(name)) for name in layers]
         try:
-            with torch.enable_grad():
+            with torch.set_grad_enabled(from_input):  # else _keeper turns gradients on
                 if rectifiers:
                     mode = _RectifierMode(self.rule)
                     with mode:
@@ -174,6 +179,9 @@ class ForwardPass:
                     f"layer {name!r} outputs {'a tensor of shape ' + str(list(output.shape)) if torch.is_tensor(output) else type(output).__name__}, "
                     "not feature maps [B, C, H, W]; pick one from list_layers(model)"
                 )
+            if not torch.is_grad_enabled():  # the first of the layers in a pass with from_input=False
+                torch.set_grad_enabled(True)  # until the pass ends: the graph starts here
+                output = output.detach().requires_grad_()
             self.activations[name] = output
             # Later in-place ops (a ReLU(inplace=True) after a conv) must not overwrite the activations kept here.
             return output.clone()
@@ -236,6 +244,8 @@ class ForwardPass:
 
     def pixel_map(self, targets, rule):
         """d logit / d input with `rule` ("vanilla", "deconvnet" or "guided") at every rectifier: [k, B, 3, H, W]."""
+        if not self.input.requires_grad:
+            raise GradCamError("the pixel maps need a ForwardPass recorded with from_input=True")
         if rule != "vanilla" and not self.rectifiers:
             raise GradCamError(f"the {rule} rule needs a ForwardPass recorded with rectifiers=True")
         if rule != "vanilla" and self.not_rectifiers:
@@ -280,12 +290,16 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
     methods = [methods] if isinstance(methods, str) else list(methods)
     cam_methods = {"gradcam", "guided_gradcam"} & set(methods)
     rectifiers = bool({"deconvnet", "guided_backprop", "guided_gradcam"} & set(methods))
+    pixel_maps = set(methods) != {"gradcam"}
     find_default_layer = bool(cam_methods) and layer is None
-    pass_ = ForwardPass(model, x, [layer] if cam_methods and layer is not None else [], rectifiers, find_default_layer)
+    # Grad-CAM alone at a given layer records the graph from that layer only; finding the default
+    # layer on the way needs it from the input, as the pixel maps do.
+    layers = [layer] if cam_methods and layer is not None else []
+    pass_ = ForwardPass(model, x, layers, rectifiers, find_default_layer, from_input=pixel_maps or find_default_layer)
     if find_default_layer:
         layer = pass_.default_layer
         if layer not in pass_.activations:  # changed in place after it ran (densenet), or run twice: record again
-            pass_ = ForwardPass(model, x, [layer], rectifiers)
+            pass_ = ForwardPass(model, x, [layer], rectifiers, from_input=pixel_maps)
     targets = pass_.targets(target, topk)
     single_class = is_single(target) and topk is None
     single_image = pass_.input.shape[0] == 1

@@ -1,5 +1,8 @@
 """Occlusion, randomisation and faithfulness, on toy models whose answers are known."""
 
+import copy
+
+import pytest
 import torch
 import torch.nn as nn
 
@@ -53,6 +56,21 @@ def test_randomize_layers_changes_a_copy_only_and_is_seeded(lite0):
     assert torch.equal(randomized.blocks[5][0].conv_pw.weight, lite0.blocks[5][0].conv_pw.weight)  # not asked for: kept
     again = gu.randomize_layers(lite0, ["classifier", "blocks.6"], seed=3)
     assert torch.equal(again.classifier.weight, randomized.classifier.weight)
+
+
+def test_randomize_layers_leaves_the_random_state_alone(lite0):
+    before = torch.get_rng_state()
+    gu.randomize_layers(lite0, ["classifier"], seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_randomize_layers_draws_the_same_weights_on_a_gpu(lite0):
+    before = torch.cuda.get_rng_state()
+    on_gpu = gu.randomize_layers(copy.deepcopy(lite0).cuda(), ["classifier"], seed=5)
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+    assert on_gpu.classifier.weight.is_cuda
+    assert torch.equal(on_gpu.classifier.weight.cpu(), gu.randomize_layers(lite0, ["classifier"], seed=5).classifier.weight)
 
 
 def test_similarity_measures():

@@ -62,6 +62,27 @@ def test_gradcam_at_the_layer_resolution(lite0, cat_dog):
     torch.testing.assert_close(upsampled[0, 0], gu.gradcam(lite0, cat_dog, 243, layer="blocks.5"))
 
 
+@pytest.mark.parametrize("arch, layer", [("vgg11", "features.3"), ("resnet18", "layer3"), ("efficientnet_lite0", "blocks.5")])
+def test_gradcam_at_a_given_layer_records_the_graph_from_that_layer_only(arch, layer):
+    # vgg11's features.3 is a conv followed by an in-place ReLU: the kept activations must survive it.
+    torch.manual_seed(0)
+    model = gu.load_model(arch, weights=None, device="cpu")
+    x = torch.randn(1, 3, 128, 128)
+    first, last = next(m for m in model.modules() if isinstance(m, nn.Conv2d)), gu.get_layer(model, layer)
+    recorded = {}
+    for name, module in (("below", first), ("layer", last)):
+        module.register_forward_hook(lambda module, inputs, output, name=name: recorded.setdefault(name, []).append(output.requires_grad))
+    cams = gu.gradcam(model, x, CLASSES, layer=layer)
+    assert recorded == {"below": [False], "layer": [False]}, "Grad-CAM alone recorded the graph below its layer"
+    full = gu.ForwardPass(model, x, layers=[layer], rectifiers=False)  # recorded from the input
+    assert recorded == {"below": [False, True], "layer": [False, True]}
+    assert_maps_close(cams, full.cam(full.targets(CLASSES), layer)[:, 0])
+    for hooks in (first._forward_hooks, last._forward_hooks):
+        hooks.clear()
+    with pytest.raises(gu.GradCamError, match="from_input=True"):
+        gu.ForwardPass(model, x, layers=[layer], rectifiers=False, from_input=False).pixel_map(torch.tensor([[0]]), "vanilla")
+
+
 @pytest.mark.parametrize(
     "arch, passes",
     # densenet's last layer (features.norm5) is changed in place after it runs, by F.relu(inplace=True): two passes.

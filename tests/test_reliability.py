@@ -31,6 +31,11 @@ def rss_mb():
     return psutil.Process(os.getpid()).memory_info().rss / 2**20
 
 
+def gpu_bytes():
+    """Bytes held by live CUDA tensors (0 without CUDA): an RSS check does not see GPU memory."""
+    return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+
+
 def hooks(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
@@ -47,13 +52,14 @@ def test_hundreds_of_calls_leak_nothing(model_on, method):
     for _ in range(20):  # warm up allocator caches and lazy initialisation
         gu.explain(model_on, x, [243, 282], methods=method)
     before = snapshot(model_on)
-    tensors, rss = live_tensors(), rss_mb()
+    tensors, rss, gpu = live_tensors(), rss_mb(), gpu_bytes()
     for _ in range(CALLS):
         maps = gu.explain(model_on, x, [243, 282], methods=method)
     del maps
     assert hooks(model_on) == 0
     assert live_tensors() <= tensors
     assert rss_mb() - rss < 50
+    assert gpu_bytes() <= gpu
     assert_unchanged(model_on, before)
 
 
