@@ -12,7 +12,6 @@ from .display import TITLES, default_alpha, overlay
 from .methods import METHODS, ForwardPass
 from .models import CLASS_NAMES, GradCamError, class_name, deprocess, last_layer, list_layers, load_image, load_model, preprocess
 
-SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "samples" / "cat_dog.png"
 CAM = {"gradcam", "guided_gradcam"}
 
 
@@ -60,7 +59,7 @@ class Explorer:
             ]
         )
         self._quiet = True  # no redraws while the widgets are being set up
-        self.set_image(image if image is not None else SAMPLE_IMAGE)
+        self.set_image(image if image is not None else sample_image())
         self._figure = self._draw_figure()
         for control in (self.layer, self.alpha):
             control.observe(self.update, names="value")
@@ -173,6 +172,15 @@ class Explorer:
 
     def _ipython_display_(self):
         display(self.widget)
+
+
+def sample_image():
+    """samples/cat_dog.png: beside the package in a checkout, inside it (gradcam_utils/samples) in an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for path in (here.parent / "samples" / "cat_dog.png", here / "samples" / "cat_dog.png"):
+        if path.exists():
+            return path
+    raise GradCamError("the sample image samples/cat_dog.png is not installed with gradcam_utils; pass image=<a path or a PIL image>")
 
 
 def explore(method="gradcam", model=None, image=None, topk=5, layer=None, alpha=None):

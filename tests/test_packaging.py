@@ -1,6 +1,10 @@
 """Packaging: pyproject and environment.yml agree, and the README's two commands are what CI runs."""
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -36,3 +40,22 @@ def test_readme_images_exist():
     assert len(images) >= 17
     missing = [image for image in images if not (ROOT / image).exists()]
     assert not missing
+
+
+def test_a_plain_install_brings_the_sample_image(tmp_path):
+    """`pip install` without -e, as Colab's setup cell and `pip install git+...` do: explore()'s default image comes along."""
+    source = tmp_path / "source"  # a copy, so that the build leaves nothing in the working tree
+    for name in ("gradcam_utils", "samples"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", tmp_path, source], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("gradcam_utils-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True, capture_output=True)
+    code = "import gradcam_utils, gradcam_utils.explorer as e; print(gradcam_utils.__file__); print(e.sample_image())"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    printed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.split()
+    site = tmp_path / "site" / "gradcam_utils"
+    assert printed == [str(site / "__init__.py"), str(site / "samples" / "cat_dog.png")]
+    assert (site / "samples" / "README.md").read_text() == (ROOT / "samples" / "README.md").read_text()  # the images' attribution
