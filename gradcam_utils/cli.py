@@ -74,7 +74,7 @@ def run(args):
     if args.compare_archs:
         for arch in args.compare_archs:
             _check_arch(arch)
-        return compare_archs(images, args.compare_archs, target, device, out)
+        return compare_archs(images, args.compare_archs, target, device, _output_dir(out))
     _check_arch(args.arch)
     model = load_model(args.arch, device=device)
     if args.target_layer is not None:
@@ -83,8 +83,8 @@ def run(args):
         layers = args.layer_sweep or list_layers(model)
         for layer in layers:
             get_layer(model, layer)
-        return layer_sweep(images, model, args.arch, layers, target, out)
-    return explain_images(images, model, args.arch, args.target_layer or default_layer(model), args.topk, args.methods, out)
+        return layer_sweep(images, model, args.arch, layers, target, _output_dir(out))
+    return explain_images(images, model, args.arch, args.target_layer or default_layer(model), args.topk, args.methods, _output_dir(out))
 
 
 def _device(args):
@@ -103,13 +103,27 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
+def _output_dir(path):
+    """The output directory, made once every argument has been checked and before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise GradCamError(f"the output directory {path} is a file; give a directory with -o")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GradCamError(f"cannot create the output directory {path}: {exc.strerror}; give another with -o") from None
+    if not os.access(path, os.W_OK):
+        raise GradCamError(f"the output directory {path} is not writable; give another with -o")
+    return path
+
+
 def _save(path, write):
     """Write through a temporary file, so an interrupted run leaves no truncated PNG behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial")
     try:
         write(temporary)
         os.replace(temporary, path)
+    except OSError as exc:  # a full disk, or the directory removed while running
+        raise GradCamError(f"could not write {path}: {exc.strerror or exc}") from None
     finally:
         temporary.unlink(missing_ok=True)
     return path

@@ -5,6 +5,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .models import GradCamError
+
 TITLES = {
     "vanilla_backprop": "Vanilla backpropagation",
     "deconvnet": "Deconvnet",
@@ -46,8 +48,13 @@ def heatmap(cam, cmap="jet"):
 def overlay(image, map_, alpha=0.5, cmap="jet"):
     """The map drawn over the image (H x W x 3 in [0, 1]) with opacity alpha: a heatmap for a [H, W] map,
     the gradient image for a [3, H, W] one."""
+    map_ = torch.as_tensor(map_)
+    image = np.asarray(image, dtype=np.float64)
+    if map_.dim() not in (2, 3) or map_.shape[-2:] != image.shape[:2]:
+        size = f"{image.shape[0]} x {image.shape[1]}"
+        raise GradCamError(f"a map of shape {list(map_.shape)} does not fit an image of {size}; give [H, W] or [3, H, W] at the image's size")
     shown = heatmap(map_, cmap) if map_.dim() == 2 else gradient_image(map_)
-    return (1 - alpha) * np.asarray(image, dtype=np.float64) + alpha * shown
+    return (1 - alpha) * image + alpha * shown
 
 
 def default_alpha(method):
@@ -61,6 +68,9 @@ def plot_grid(image, maps, labels, alpha=None, title=None, size=2.2):
     `maps`: {method: [k, ...] maps}; `labels`: the k column titles.
     """
     methods = list(maps)
+    short = [m for m in methods if len(maps[m]) != len(labels)]
+    if short:
+        raise GradCamError(f"{len(labels)} labels but {len(maps[short[0]])} {short[0]} maps; give one label per map")
     fig, axes = plt.subplots(len(methods), len(labels), figsize=(size * len(labels), size * len(methods) + 0.4), squeeze=False)
     for row, method in enumerate(methods):
         for col, label in enumerate(labels):

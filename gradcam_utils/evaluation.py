@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .models import as_batch, class_index, eval_mode, get_layer
+from .models import GradCamError, as_batch, class_index, eval_mode, get_layer
 
 
 def occlusion_sensitivity(model, x, target, patch=32, stride=16, batch_size=64, progress=True):
@@ -28,8 +28,9 @@ def occlusion_sensitivity(model, x, target, patch=32, stride=16, batch_size=64, 
     x = as_batch(model, x)[:1]
     target = class_index(target)
     _, _, height, width = x.shape
-    if not (1 <= patch <= min(height, width) and stride >= 1):
-        raise ValueError(f"patch must be 1 to {min(height, width)} pixels and stride at least 1, not patch={patch}, stride={stride}")
+    if not (1 <= patch <= min(height, width) and stride >= 1 and batch_size >= 1):
+        given = f"patch={patch}, stride={stride}, batch_size={batch_size}"
+        raise GradCamError(f"patch must be 1 to {min(height, width)} pixels, stride and batch_size at least 1; not {given}")
     corners = [(top, left) for top in range(0, height - patch + 1, stride) for left in range(0, width - patch + 1, stride)]
     drops = []
     with torch.no_grad(), eval_mode(model):
@@ -67,6 +68,21 @@ def randomize_layers(model, layers, seed=0):
     return randomized
 
 
+def _as_map(map_, what="the map"):
+    """A map (tensor or numpy array) as a detached float64 tensor."""
+    try:
+        return torch.as_tensor(map_).detach().double()
+    except (TypeError, ValueError, RuntimeError):
+        raise GradCamError(f"{what} must be a tensor or a numpy array, not {type(map_).__name__}") from None
+
+
+def _same_shape(a, b):
+    a, b = _as_map(a, "the first map"), _as_map(b, "the second map")
+    if a.shape != b.shape:
+        raise GradCamError(f"the two maps have shapes {list(a.shape)} and {list(b.shape)}; compare maps of the same shape")
+    return a, b
+
+
 def _ranks(values):
     ranks = torch.empty_like(values)
     ranks[values.argsort()] = torch.arange(values.numel(), dtype=values.dtype, device=values.device)
@@ -75,7 +91,7 @@ def _ranks(values):
 
 def spearman(a, b, absolute=False):
     """Spearman rank correlation of two maps of the same shape (optionally of their absolute values)."""
-    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    a, b = (m.flatten() for m in _same_shape(a, b))
     if absolute:
         a, b = a.abs(), b.abs()
     ra, rb = _ranks(a), _ranks(b)
@@ -91,12 +107,13 @@ def ssim(a, b, window=11, sigma=1.5):
     """
 
     def prepare(m):
-        m = m.detach().double()
         m = m.abs().sum(0) if m.dim() == 3 else m
         m = m - m.min()
         return (m / m.max() if m.max() > 0 else m)[None, None]
 
-    a, b = prepare(a), prepare(b)
+    a, b = (prepare(m) for m in _same_shape(a, b))
+    if a.dim() != 4 or min(a.shape[-2:]) < window:
+        raise GradCamError(f"ssim needs [H, W] or [3, H, W] maps of at least {window} x {window} pixels, not {list(a.shape[2:])}")
     coords = torch.arange(window, dtype=torch.float64, device=a.device) - window // 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     kernel = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
@@ -112,7 +129,7 @@ def ssim(a, b, window=11, sigma=1.5):
 
 def _pixel_order(saliency):
     """Pixel indices from the most to the least salient; a [3, H, W] map counts by its absolute sum over channels."""
-    saliency = saliency.detach()
+    saliency = _as_map(saliency, "saliency")
     if saliency.dim() == 3:
         saliency = saliency.abs().sum(0)
     return saliency.flatten().argsort(descending=True)
@@ -120,8 +137,13 @@ def _pixel_order(saliency):
 
 def _curve(model, start, finish, saliency, target, steps, batch_size):
     """The probability of `target` as the pixels, in the map's order, go from `start` to `finish`."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or batch_size < 1:
+        raise GradCamError(f"steps and batch_size must be whole numbers of at least 1, not steps={steps!r}, batch_size={batch_size!r}")
     order = _pixel_order(saliency)
     pixels = order.numel()
+    if pixels != start.shape[-2] * start.shape[-1]:
+        size = f"{start.shape[-2]} x {start.shape[-1]}"
+        raise GradCamError(f"saliency has {pixels} pixels, x has {size}; give a map of x's size, [H, W] or [3, H, W]")
     counts = [round(pixels * i / steps) for i in range(steps + 1)]
     probabilities = []
     with torch.no_grad(), eval_mode(model):
@@ -153,4 +175,4 @@ def insertion_curve(model, x, saliency, target, steps=32, batch_size=33):
 
 def area_under(fractions, probabilities):
     """Area under a deletion or insertion curve (trapezoid rule, fractions in [0, 1])."""
-    return torch.trapezoid(probabilities, fractions).item()
+    return torch.trapezoid(_as_map(probabilities, "probabilities"), _as_map(fractions, "fractions")).item()

@@ -6,7 +6,6 @@ from pathlib import Path
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from IPython.display import display
-from PIL import Image
 
 from .display import TITLES, default_alpha, overlay
 from .methods import METHODS, ForwardPass
@@ -27,6 +26,10 @@ class Explorer:
             raise GradCamError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
         self.model = model if model is not None else load_model()
         self.layers = list_layers(self.model)
+        if layer is not None and layer not in self.layers:
+            raise GradCamError(f"the explorer's layer slider has no layer {layer!r}; choose one of: {', '.join(self.layers)}")
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+            raise GradCamError(f"topk must be a whole number of classes, at least 1, not {topk!r}")
         self.topk = topk
         style = {"description_width": "initial"}
         layout = widgets.Layout(width="480px")
@@ -73,9 +76,10 @@ class Explorer:
 
     def set_image(self, image):
         """Run the one forward pass for a new image and rank its classes."""
-        self.image = load_image(image)
-        x = preprocess(self.image, self.model)
-        self.forward_pass = ForwardPass(self.model, x, layers=self.layers, rectifiers=True)
+        image = load_image(image)
+        x = preprocess(image, self.model)
+        forward_pass = ForwardPass(self.model, x, layers=self.layers, rectifiers=True)
+        self.image, self.forward_pass = image, forward_pass  # only once all of it worked: a bad image changes nothing
         self.picture = deprocess(x, self.model)
         probabilities = self.forward_pass.probabilities[0]
         top = probabilities.topk(min(self.topk, probabilities.numel()))
@@ -161,14 +165,11 @@ class Explorer:
     def _uploaded(self, change):
         files = change["new"]
         # ipywidgets 7 gives {name: {"content": bytes, ...}}, ipywidgets 8 a tuple of {"name", "content", ...}.
-        files = list(files.values()) if isinstance(files, dict) else list(files)
+        files = [{**file, "name": name} for name, file in files.items()] if isinstance(files, dict) else list(files)
         if files:
-            try:
-                image = Image.open(io.BytesIO(bytes(files[-1]["content"])))
-            except OSError:
-                self.status.value = "Error: the uploaded file is not an image PIL can read (PNG, JPEG, GIF, ...)"
-                return
-            self._load(image)
+            upload = io.BytesIO(bytes(files[-1]["content"]))
+            upload.name = files[-1]["name"]  # for the error messages
+            self._load(upload)
 
     def _ipython_display_(self):
         display(self.widget)

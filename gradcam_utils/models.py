@@ -129,22 +129,29 @@ def deprocess(x, model_or_arch="efficientnet_lite0"):
 
 
 def load_image(image):
-    """An RGB PIL image from a path or a PIL image of any mode."""
-    if isinstance(image, Image.Image):
-        return _to_rgb(image)
-    path = Path(image)
-    if not path.exists():
-        raise GradCamError(f"image not found: {path}")
-    if path.is_dir():
-        raise GradCamError(f"{path} is a directory; give the path of an image file")
+    """An RGB PIL image from a path, an open binary file (an upload's io.BytesIO) or a PIL image of any mode."""
+    if isinstance(image, Image.Image) or hasattr(image, "read"):
+        what = getattr(image, "name", None) or "the image"
+    else:
+        what = image = Path(image)
+        if not image.exists():
+            raise GradCamError(f"image not found: {image}")
+        if image.is_dir():
+            raise GradCamError(f"{image} is a directory; give the path of an image file")
     try:
-        with Image.open(path) as opened:
+        if isinstance(image, Image.Image):
+            image.load()  # a lazily opened PIL image is only read here
+            return _to_rgb(image)
+        with Image.open(image) as opened:
             opened.load()
             return _to_rgb(opened)
     except UnidentifiedImageError:
-        raise GradCamError(f"{path} is not an image file that PIL can read (PNG, JPEG, GIF, ...)") from None
+        raise GradCamError(f"{what} is not an image file that PIL can read (PNG, JPEG, GIF, ...)") from None
+    except Image.DecompressionBombError as exc:
+        limit = str(exc).split(",")[0]  # "Image size (N pixels) exceeds limit of M pixels"
+        raise GradCamError(f"{what} is too large to open safely: {limit}; downscale it (or raise PIL.Image.MAX_IMAGE_PIXELS)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise GradCamError(f"could not read image {path}: {exc} (is the file truncated or damaged?)") from None
+        raise GradCamError(f"could not read {what}: {exc} (is the file truncated or damaged?)") from None
 
 
 def _to_rgb(image):
@@ -214,8 +221,16 @@ def predict(model, x, topk=3):
     return rows[0] if len(rows) == 1 else rows
 
 
+def check_model(model):
+    """A one-line error for the usual slip of passing an arch name (or anything else) where a model goes."""
+    if not isinstance(model, torch.nn.Module):
+        make = f"load_model({model!r})" if isinstance(model, str) else "load_model(arch)"
+        raise GradCamError(f"model must be a torch.nn.Module, not {type(model).__name__}; make one with {make}")
+
+
 def as_batch(model, x):
     """x as a detached [B, C, H, W] float batch on the model's device, or a clear error."""
+    check_model(model)
     if not torch.is_tensor(x):
         raise GradCamError(f"x must be an image tensor [3, H, W] or [B, 3, H, W], not {type(x).__name__}; make one with preprocess(image, model)")
     batch = x[None] if x.dim() == 3 else x
@@ -225,6 +240,8 @@ def as_batch(model, x):
         raise GradCamError(
             f"x has shape {list(x.shape)}, but the model wants [B, {channels}, H, W] or [{channels}, H, W]; make it with preprocess(image, model)"
         )
+    if batch.shape[0] == 0 or batch.shape[2] == 0 or batch.shape[3] == 0:
+        raise GradCamError(f"x has shape {list(x.shape)}: an empty batch or image; give at least one image")
     if not batch.is_floating_point():
         raise GradCamError(f"x has dtype {batch.dtype}; it must be a float tensor: make it with preprocess(image, model)")
     if not torch.isfinite(batch).all():
@@ -256,6 +273,7 @@ def _describe(value):
 # Layers, by the names that model.named_modules() prints.
 
 def get_layer(model, name):
+    check_model(model)
     try:
         if isinstance(name, str) and name:
             return model.get_submodule(name)
@@ -275,6 +293,7 @@ def list_layers(model, x=None):
     its children are listed instead: features.0 ... features.36, blocks.0 ... blocks.6.
     `x`: an input to trace with (default: a blank image of the model's input size).
     """
+    check_model(model)
     candidates = layer_candidates(model)
     spatial = []  # in the order their outputs appear
 

@@ -92,6 +92,16 @@ def test_each_error_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argu
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_an_unusable_output_directory_is_a_one_line_error_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    for out, message in ((a_file, "the output directory .*notes.txt is a file"), (a_file / "sub", "cannot create the output directory .*: Not a directory")):
+        assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "-o", str(out), "--device", "cpu", "--methods", "gradcam"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and __import__("re").search(message, err), err
+    assert a_file.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so --cuda is not an error here")
 def test_cuda_without_cuda_is_a_clear_error(capsys):
     assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "--cuda"]) == 2

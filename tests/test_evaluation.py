@@ -80,3 +80,26 @@ def test_similarity_measures():
     assert abs(gu.ssim(a, a) - 1) < 1e-9
     assert gu.ssim(a, torch.rand(40, 40)) < 0.3
     assert gu.ssim(torch.zeros(3, 40, 40), torch.zeros(3, 40, 40)) == 1.0  # constant maps: no NaN
+    # numpy maps, as a practitioner may have them, give the same numbers
+    b = torch.rand(40, 40)
+    assert gu.spearman(a.numpy(), b.numpy()) == gu.spearman(a, b) and gu.ssim(a.numpy(), b.numpy()) == gu.ssim(a, b)
+
+
+def test_bad_arguments_to_the_helpers_get_one_line_errors():
+    model, x, map_ = TopLeft(), torch.zeros(1, 3, 32, 32), torch.rand(32, 32)
+    cases = [
+        (lambda: gu.occlusion_sensitivity(model, x, 0, patch=0, progress=False), "patch must be 1 to 32 pixels"),
+        (lambda: gu.occlusion_sensitivity(model, x, 0, batch_size=0, progress=False), "batch_size=0"),
+        (lambda: gu.occlusion_sensitivity("resnet50", x, 0), r"model must be a torch.nn.Module, not str; make one with load_model\('resnet50'\)"),
+        (lambda: gu.spearman(map_, map_[:8]), r"the two maps have shapes \[32, 32\] and \[8, 32\]"),
+        (lambda: gu.ssim(map_[:8, :8], map_[:8, :8]), "at least 11 x 11 pixels"),
+        (lambda: gu.ssim("map", map_), "the first map must be a tensor or a numpy array, not str"),
+        (lambda: gu.deletion_curve(model, x, map_, 0, steps=0), "steps and batch_size must be whole numbers"),
+        (lambda: gu.insertion_curve(model, x, map_[:16], 0), "saliency has 512 pixels, x has 32 x 32"),
+        (lambda: gu.overlay(torch.zeros(32, 32, 3).numpy(), map_[:16]), r"a map of shape \[16, 32\] does not fit an image of 32 x 32"),
+        (lambda: gu.plot_grid(torch.zeros(32, 32, 3).numpy(), {"gradcam": map_[None]}, ["a", "b"]), "2 labels but 1 gradcam maps"),
+    ]
+    for call, message in cases:
+        with pytest.raises(gu.GradCamError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)

@@ -237,6 +237,8 @@ def test_bad_tensors_targets_and_layers_get_one_line_errors(lite0, cat_dog):
         (lambda: gu.gradcam(lite0, cat_dog[:, :1]), r"x has shape \[1, 1, 224, 224\]"),
         (lambda: gu.gradcam(lite0, cat_dog.numpy()), "must be an image tensor"),
         (lambda: gu.gradcam(lite0, cat_dog * float("nan")), "contains NaN"),
+        (lambda: gu.gradcam("efficientnet_lite0", cat_dog), r"model must be a torch.nn.Module, not str; make one with load_model\('efficientnet_lite0'\)"),
+        (lambda: gu.guided_backprop(lite0, cat_dog[:0]), r"x has shape \[0, 3, 224, 224\]: an empty batch"),
         (lambda: gu.vanilla_backprop(lite0, cat_dog, -1), "out of range"),
         (lambda: gu.vanilla_backprop(lite0, cat_dog, 1000), "out of range"),
         (lambda: gu.explain(lite0, cat_dog, topk=1001), "topk must be an integer from 1 to 1000"),

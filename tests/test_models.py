@@ -1,5 +1,7 @@
 """Models, images, predictions and layers."""
 
+import datetime
+import io
 import urllib.error
 
 import numpy as np
@@ -90,7 +92,17 @@ def test_every_image_mode_becomes_rgb(tmp_path, name, image):
 
 def test_a_huge_image_is_resized(tmp_path):
     path = make_image(tmp_path, "huge.jpg", Image.new("RGB", (10000, 10000), (200, 100, 50)), quality=50)
-    assert gu.preprocess(path).shape == (1, 3, 224, 224)
+    with pytest.warns(Image.DecompressionBombWarning):  # PIL's own warning above 89 MP; the image still loads
+        assert gu.preprocess(path).shape == (1, 3, 224, 224)
+
+
+def test_an_image_over_pils_safety_limit_gets_an_error(tmp_path, monkeypatch):
+    path = make_image(tmp_path, "big.png", Image.new("RGB", (100, 100)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses images over twice this: 100 x 100 stands in for 200 MP
+    for image in (path, open(path, "rb")):
+        with pytest.raises(gu.GradCamError, match="too large to open safely: .*MAX_IMAGE_PIXELS") as info:
+            gu.load_image(image)
+        assert "big.png" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_bad_image_files_get_errors_naming_the_path(tmp_path):
@@ -108,6 +120,36 @@ def test_bad_image_files_get_errors_naming_the_path(tmp_path):
         with pytest.raises(gu.GradCamError, match=message) as info:
             gu.load_image(path)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
+    # The same files as bytes (an upload) or as a lazily opened PIL image: the same errors, not PIL's own.
+    for image, message in ((io.BytesIO(text.read_bytes()), "not an image file"), (Image.open(truncated), "truncated")):
+        with pytest.raises(gu.GradCamError, match=message):
+            gu.load_image(image)
+
+
+def upload(name, content):
+    """One file as ipywidgets 8's FileUpload.value holds it."""
+    return {"name": name, "type": "image/jpeg", "size": len(content), "content": memoryview(content), "last_modified": datetime.datetime.now(datetime.timezone.utc)}
+
+
+def test_a_bad_upload_or_path_leaves_the_explorer_as_it_was():
+    explorer = gu.Explorer("gradcam", gu.load_model(device="cpu"), SAMPLES / "cat_dog.png")
+    explorer._quiet = True  # no drawing needed
+    before = explorer.class_slider.options
+    good = (SAMPLES / "cat_dog_original.jpg").read_bytes()
+    for name, content, message in (("notes.txt", b"not an image", "notes.txt is not an image file"), ("photo.jpg", good[:5000], "truncated")):
+        explorer.upload.value = (upload(name, content),)
+        assert explorer.status.value.startswith("Error: ") and message in explorer.status.value
+        assert "\n" not in explorer.status.value and explorer.class_slider.options == before
+    explorer.path.value = str(SAMPLES / "missing.png")
+    assert explorer.status.value == f"Error: image not found: {SAMPLES / 'missing.png'}" and explorer.class_slider.options == before
+    explorer.upload.value = (upload("photo.jpg", good),)
+    assert explorer.status.value == "" and explorer.class_slider.options != before
+
+
+def test_explorer_arguments_get_one_line_errors(lite0):
+    for kwargs, message in (({"layer": "blocks.5.0.conv_dw"}, "no layer 'blocks.5.0.conv_dw'; choose one of: conv_stem, bn1, blocks.0"), ({"topk": 0}, "topk must be")):
+        with pytest.raises(gu.GradCamError, match=message):
+            gu.explore("gradcam", lite0, SAMPLES / "cat_dog.png", **kwargs)
 
 
 def test_class_names_and_indices():
