@@ -3,6 +3,7 @@
 import contextlib
 import difflib
 import importlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,8 @@ def load_image(image):
     """An RGB PIL image from a path, an open binary file (an upload's io.BytesIO) or a PIL image of any mode."""
     if isinstance(image, Image.Image) or hasattr(image, "read"):
         what = getattr(image, "name", None) or "the image"
+    elif not isinstance(image, (str, os.PathLike)):
+        raise GradCamError(f"image must be a path, an open binary file or a PIL image, not {type(image).__name__}")
     else:
         what = image = Path(image)
         if not image.exists():

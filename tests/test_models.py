@@ -121,7 +121,11 @@ def test_bad_image_files_get_errors_naming_the_path(tmp_path):
             gu.load_image(path)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
     # The same files as bytes (an upload) or as a lazily opened PIL image: the same errors, not PIL's own.
-    for image, message in ((io.BytesIO(text.read_bytes()), "not an image file"), (Image.open(truncated), "truncated")):
+    for image, message in (
+        (io.BytesIO(text.read_bytes()), "not an image file"),
+        (Image.open(truncated), "truncated"),
+        (truncated.read_bytes(), "image must be a path, an open binary file or a PIL image, not bytes"),
+    ):
         with pytest.raises(gu.GradCamError, match=message):
             gu.load_image(image)
 
