@@ -51,7 +51,8 @@ def occlusion_sensitivity(model, x, target, patch=32, stride=16, batch_size=64, 
 
 
 def randomize_layers(model, layers, seed=0):
-    """A copy of `model` whose named layers have freshly initialised parameters (and batch-norm statistics)."""
+    """A copy of `model` whose named layers (a name or a list of names) have freshly initialised parameters (and batch-norm statistics)."""
+    layers = [layers] if isinstance(layers, str) else layers
     randomized = copy.deepcopy(model)
     # The new values are drawn by the CPU's generator, whatever the model's device: a seed then gives
     # the same model on a CPU and on a GPU, and the caller's random state (every device's) is left as it was.

@@ -222,7 +222,7 @@ class ForwardPass:
             return self.logits.detach().topk(check_topk(1 if topk is None else topk, num_classes), dim=1).indices.T
         if topk is not None:
             raise GradCamError("give either target or topk, not both")
-        classes = [target] if is_single(target) else list(target)
+        classes = [target] if is_single(target) or not hasattr(target, "__iter__") else list(target)  # 1.5: class_index says why
         if not classes:
             raise GradCamError("target is an empty list; give at least one class")
         indices = torch.tensor([class_index(c, num_classes) for c in classes], device=self.logits.device)

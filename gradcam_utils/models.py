@@ -37,12 +37,24 @@ def default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_device(device):
+    """torch.device(device) (None: the default), or a one-line error for a name torch doesn't know or a GPU that isn't there."""
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except (RuntimeError, TypeError):
+        raise GradCamError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GradCamError("CUDA was asked for, but torch sees no CUDA device here; use device='cpu'")
+    return device
+
+
 def load_model(arch="efficientnet_lite0", weights="DEFAULT", device=None):
     """An eval-mode ImageNet classifier on `device` (CUDA when available).
 
     `weights="DEFAULT"` gives pretrained weights (embedded ones need no network;
     torchvision's are downloaded once and cached), `weights=None` random ones.
     """
+    device = check_device(device)
     if arch in EMBEDDED:
         model = _embedded_model(arch, weights)
     elif arch in TORCHVISION_ARCHS:
@@ -50,7 +62,7 @@ def load_model(arch="efficientnet_lite0", weights="DEFAULT", device=None):
     else:
         raise GradCamError(f"unknown arch {arch!r}{_close_matches(arch, list(EMBEDDED) + list(TORCHVISION_ARCHS))}")
     model.gradcam_arch = arch  # lets preprocess(image, model) pick the model's own transform
-    return model.eval().to(device or default_device())
+    return model.eval().to(device)
 
 
 def _embedded_model(arch, weights):
@@ -77,7 +89,8 @@ def _torchvision_model(arch, weights):
     if isinstance(weights, str):
         choices = torchvision.models.get_model_weights(arch)
         if weights != "DEFAULT" and weights not in choices.__members__:
-            raise GradCamError(f"{arch} has no weights {weights!r}; choose one of: DEFAULT, {', '.join(choices.__members__)}")
+            names = [name for name in choices.__members__ if name != "DEFAULT"]
+            raise GradCamError(f"{arch} has no weights {weights!r}; choose one of: DEFAULT, {', '.join(names)}")
         weights = choices[weights] if weights != "DEFAULT" else choices.DEFAULT
     try:
         return torchvision.models.get_model(arch, weights=weights)
@@ -124,6 +137,8 @@ def preprocess(image, model_or_arch="efficientnet_lite0"):
 def deprocess(x, model_or_arch="efficientnet_lite0"):
     """The inverse of preprocess for display: [1, 3, H, W] or [3, H, W] -> H x W x 3 numpy array in [0, 1]."""
     _, _, mean, std = input_config(model_or_arch)
+    if not torch.is_tensor(x) or x.dim() not in (3, 4) or x.shape[-3] != 3:
+        raise GradCamError(f"deprocess takes what preprocess gives, [1, 3, H, W] or [3, H, W], not {_describe(x)}")
     x = x.detach().reshape(-1, *x.shape[-3:])[0].cpu()
     image = x * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     return image.clamp(0, 1).permute(1, 2, 0).numpy()

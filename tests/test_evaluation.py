@@ -56,6 +56,10 @@ def test_randomize_layers_changes_a_copy_only_and_is_seeded(lite0):
     assert torch.equal(randomized.blocks[5][0].conv_pw.weight, lite0.blocks[5][0].conv_pw.weight)  # not asked for: kept
     again = gu.randomize_layers(lite0, ["classifier", "blocks.6"], seed=3)
     assert torch.equal(again.classifier.weight, randomized.classifier.weight)
+    one = gu.randomize_layers(lite0, "blocks.6", seed=3)  # one name, not its letters
+    assert torch.equal(one.blocks[6][0].conv_pw.weight, gu.randomize_layers(lite0, ["blocks.6"], seed=3).blocks[6][0].conv_pw.weight)
+    assert not torch.equal(one.blocks[6][0].conv_pw.weight, lite0.blocks[6][0].conv_pw.weight)
+    assert torch.equal(one.classifier.weight, lite0.classifier.weight)
 
 
 def test_randomize_layers_leaves_the_random_state_alone(lite0):

@@ -243,6 +243,7 @@ def test_bad_tensors_targets_and_layers_get_one_line_errors(lite0, cat_dog):
         (lambda: gu.vanilla_backprop(lite0, cat_dog, 1000), "out of range"),
         (lambda: gu.explain(lite0, cat_dog, topk=1001), "topk must be an integer from 1 to 1000"),
         (lambda: gu.explain(lite0, cat_dog, target=[]), "empty"),
+        (lambda: gu.gradcam(lite0, cat_dog, target=1.5), "a class must be an int index or an ImageNet class name, not 1.5"),
         (lambda: gu.gradcam(lite0, cat_dog, layer="blocks.9"), "no layer named 'blocks.9'"),
         (lambda: gu.gradcam(lite0, cat_dog, layer="classifier"), r"outputs a tensor of shape \[1, 1000\], not feature maps"),
         (lambda: gu.gradcam(Toy(), torch.randn(1, 3, 8, 8), layer="unused"), "never reached"),

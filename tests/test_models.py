@@ -47,13 +47,20 @@ def test_unavailable_weights_give_a_clear_error_and_no_random_fallback(monkeypat
 def test_unknown_arch_and_weights_are_named():
     with pytest.raises(gu.GradCamError, match=r"unknown arch 'resnet5'.*close matches: .*resnet50"):
         gu.load_model("resnet5")
-    with pytest.raises(gu.GradCamError, match=r"resnet18 has no weights 'IMAGENET9K'.*IMAGENET1K_V1"):
+    with pytest.raises(gu.GradCamError, match=r"resnet18 has no weights 'IMAGENET9K'; choose one of: DEFAULT, IMAGENET1K_V1$"):
         gu.load_model("resnet18", weights="IMAGENET9K")
+    with pytest.raises(gu.GradCamError, match=r"unknown device 'gpu'; use 'cpu' or 'cuda'"):
+        gu.load_model(device="gpu")
 
 
 @pytest.mark.parametrize("arch, size", [("efficientnet_lite0", 224), ("inception_v3", 299), ("resnet50", 224)])
 def test_preprocess_uses_each_models_input_size(arch, size):
     assert gu.preprocess(SAMPLES / "cat_dog_original.jpg", arch).shape == (1, 3, size, size)
+
+
+def test_deprocess_takes_only_what_preprocess_gives():
+    with pytest.raises(gu.GradCamError, match=r"deprocess takes what preprocess gives, .* not a tensor of shape \[224, 224\]"):
+        gu.deprocess(torch.zeros(224, 224))
 
 
 def test_deprocess_inverts_preprocess():
