@@ -1,7 +1,7 @@
 """Gradient-based visual explanations of CNN image classifiers: the helper behind the notebooks.
 
 Read in this order: models.py (models, images, layers), methods.py (the five methods and
-their hooks), display.py (maps -> pictures), explorer.py (the notebooks' widgets), cli.py,
+their hooks), noise_and_paths.py (SmoothGrad, Integrated Gradients), display.py (maps -> pictures), explorer.py (the notebooks' widgets), cli.py,
 evaluation.py (occlusion, sanity checks, faithfulness).
 """
 
@@ -9,6 +9,7 @@ from .evaluation import area_under, deletion_curve, insertion_curve, occlusion_s
 from .display import class_labels, gradient_image, heatmap, normalize, overlay, plot_grid
 from .explorer import Explorer, explore
 from .methods import (
+    ALL_METHODS,
     METHODS,
     ForwardPass,
     Rectifier,
@@ -17,8 +18,10 @@ from .methods import (
     gradcam,
     guided_backprop,
     guided_gradcam,
+    input_x_gradient,
     vanilla_backprop,
 )
+from .noise_and_paths import integrated_gradients, smoothgrad
 from .models import (
     CLASS_NAMES,
     EMBEDDED,

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from .display import class_labels, default_alpha, overlay, plot_grid  # noqa: E402
-from .methods import METHODS, ForwardPass  # noqa: E402
+from .methods import ALL_METHODS, METHODS, ForwardPass  # noqa: E402
 from .models import (  # noqa: E402
     EMBEDDED,
     TORCHVISION_ARCHS,
@@ -49,7 +49,7 @@ def parser():
     p.add_argument("-o", "--output-dir", default="results", help="where the PNGs go (default: %(default)s)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--cuda", action=argparse.BooleanOptionalAction, help="the seed's spelling of --device cuda / --device cpu")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all five")
+    p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS), help="default: the five of notebooks 01-05")
     p.add_argument("--layer-sweep", nargs="*", metavar="LAYER", help="Grad-CAM of one class at several layers (default: every list_layers layer)")
     p.add_argument("--compare-archs", nargs="+", metavar="ARCH", help="Grad-CAM of one class across these archs")
     p.add_argument("--target-class", help="class for --layer-sweep and --compare-archs: ImageNet name or index (default: the top-1 class)")

@@ -14,6 +14,9 @@ TITLES = {
     "gradcam": "Grad-CAM",
     "guided_gradcam": "Guided Grad-CAM",
     "occlusion": "Occlusion sensitivity",
+    "input_x_gradient": "Gradient x Input",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "Integrated Gradients",
 }
 CAM_METHODS = ("gradcam", "occlusion")
 
@@ -33,11 +36,17 @@ def normalize(map_):
 
 def gradient_image(gradient):
     """A [3, H, W] gradient as an H x W x 3 picture, the way the Grad-CAM authors' code shows it:
-    centred on grey (no gradient), one standard deviation = 0.1, clipped to [0, 1].
-    Plain min-max would let a few extreme pixels wash everything else out to flat grey."""
-    array = gradient.detach().float().cpu().numpy().transpose(1, 2, 0)
-    array = (array - array.mean()) / (array.std() + 1e-5)
-    return np.clip(0.5 + 0.1 * array, 0, 1)
+    centred on grey (no gradient), one standard deviation of the map's own = 0.1, clipped to [0, 1].
+    Plain min-max would let a few extreme pixels wash everything else out to flat grey.
+
+    Scale-free: a map times 1e-9 looks the same (the gradients of a deep or randomised model can be
+    that small). Only a map that is constant everywhere is flat grey.
+    """
+    array = torch.as_tensor(gradient).detach().double().cpu().numpy().transpose(1, 2, 0)
+    array = array - array.mean()
+    spread = array.std()
+    array = array / spread if spread > 1e-12 * np.abs(array).max() else np.zeros_like(array)
+    return np.clip(0.5 + 0.1 * array, 0, 1).astype(np.float32)
 
 
 def heatmap(cam, cmap="jet"):
@@ -62,10 +71,11 @@ def default_alpha(method):
     return 0.5 if method in CAM_METHODS else 1.0
 
 
-def plot_grid(image, maps, labels, alpha=None, title=None, size=2.2):
+def plot_grid(image, maps, labels, alpha=None, title=None, size=2.2, note=True):
     """A figure with one row per method and one column per class, as in the seed's README.
 
-    `maps`: {method: [k, ...] maps}; `labels`: the k column titles.
+    `maps`: {method: [k, ...] maps}; `labels`: the k column titles. `note`: a line at the foot saying
+    how the maps are scaled (True: scaling_note's), or a text of your own, or False for none.
     """
     methods = list(maps)
     short = [m for m in methods if len(maps[m]) != len(labels)]
@@ -84,8 +94,19 @@ def plot_grid(image, maps, labels, alpha=None, title=None, size=2.2):
                 ax.set_ylabel(TITLES.get(method, method), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+    if note:
+        fig.text(0.5, 0.005, scaling_note(methods) if note is True else note, ha="center", va="bottom", fontsize=8, wrap=True)
     return fig
+
+
+def scaling_note(methods):
+    """How plot_grid and overlay scale each kind of map, for the foot of a figure."""
+    heat = [m for m in methods if m in CAM_METHODS]
+    parts = ["heatmaps: each min-max scaled over its own range"] if heat else []
+    if len(heat) < len(methods):
+        parts.append("pixel maps: each centred on grey (0), black to white = -5 to +5 of its own standard deviations")
+    return "Every map scaled on its own. " + "; ".join(parts) + "."
 
 
 def class_labels(rows):

@@ -11,6 +11,8 @@
 
 import copy
 import itertools
+import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -85,20 +87,37 @@ def _same_shape(a, b):
 
 
 def _ranks(values):
+    """Ranks 0 .. n-1, tied values sharing the average of their ranks (as scipy.stats.rankdata).
+
+    Grad-CAM maps are exactly zero over large areas: ranking those ties in pixel order
+    would invent an order that the map does not have, and bias the correlation.
+    """
+    ordered, order = values.sort()
+    _, group, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0) - 1
+    average = last - (counts - 1) / 2
     ranks = torch.empty_like(values)
-    ranks[values.argsort()] = torch.arange(values.numel(), dtype=values.dtype, device=values.device)
+    ranks[order] = average[group].to(values.dtype)
     return ranks
 
 
 def spearman(a, b, absolute=False):
-    """Spearman rank correlation of two maps of the same shape (optionally of their absolute values)."""
+    """Spearman rank correlation of two maps of the same shape (optionally of their absolute values), ties
+    ranked by their average rank.
+
+    When a map is constant (an all-zero Grad-CAM, say) the correlation is undefined: the result is NaN,
+    with a warning, as with scipy.stats.spearmanr. `math.isnan` tells the caller.
+    """
     a, b = (m.flatten() for m in _same_shape(a, b))
     if absolute:
         a, b = a.abs(), b.abs()
+    constant = [name for name, m in (("first", a), ("second", b)) if m.numel() and bool((m == m[0]).all())]
+    if constant:
+        warnings.warn(f"spearman: the {' and '.join(constant)} map is constant, so the rank correlation is undefined (NaN)", RuntimeWarning, stacklevel=2)
+        return math.nan
     ra, rb = _ranks(a), _ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = (ra.norm() * rb.norm()).item()
-    return (ra @ rb).item() / denominator if denominator > 0 else 0.0
+    return ((ra @ rb) / (ra.norm() * rb.norm())).item()
 
 
 def ssim(a, b, window=11, sigma=1.5):

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 
 from .display import TITLES, default_alpha, overlay
-from .methods import METHODS, ForwardPass
+from .methods import ALL_METHODS, ForwardPass
 from .models import CLASS_NAMES, GradCamError, class_name, deprocess, last_layer, list_layers, load_image, load_model, preprocess
 
 CAM = {"gradcam", "guided_gradcam"}
@@ -22,8 +22,8 @@ class Explorer:
     """
 
     def __init__(self, method="gradcam", model=None, image=None, topk=5, layer=None, alpha=None):
-        if method not in METHODS:
-            raise GradCamError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        if method not in ALL_METHODS:
+            raise GradCamError(f"unknown method {method!r}; choose one of: {', '.join(ALL_METHODS)}")
         self.model = model if model is not None else load_model()
         self.layers = list_layers(self.model)
         if layer is not None and layer not in self.layers:
@@ -33,7 +33,7 @@ class Explorer:
         self.topk = topk
         style = {"description_width": "initial"}
         layout = widgets.Layout(width="480px")
-        self.method = widgets.Dropdown(options=[(TITLES[m], m) for m in METHODS], value=method, description="Method", style=style)
+        self.method = widgets.Dropdown(options=[(TITLES[m], m) for m in ALL_METHODS], value=method, description="Method", style=style)
         self.class_slider = widgets.SelectionSlider(options=[("-", 0)], description="Class (top-k)", style=style, layout=layout)
         self.class_picker = widgets.Combobox(
             options=CLASS_NAMES, placeholder="or type any ImageNet class", ensure_option=True, description="Any class", style=style
@@ -185,5 +185,5 @@ def sample_image():
 
 
 def explore(method="gradcam", model=None, image=None, topk=5, layer=None, alpha=None):
-    """The interactive explorer for `method` (any of METHODS) on `image` (default: samples/cat_dog.png)."""
+    """The interactive explorer for `method` (any of ALL_METHODS) on `image` (default: samples/cat_dog.png)."""
     return Explorer(method, model, image, topk, layer, alpha)

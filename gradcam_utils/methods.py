@@ -13,6 +13,9 @@ All five start from one forward pass, recorded by `ForwardPass`:
 The k target classes share the forward pass. Grad-CAM's k backward passes, from the
 logits down to one layer, run as one batched pass; the pixel maps take one backward pass
 per class (see `ForwardPass._gradients`).
+
+Gradient x Input is the vanilla map times x. SmoothGrad and Integrated Gradients read the same
+pixel maps from forward passes over many points near x: noise_and_paths.py.
 """
 
 import inspect
@@ -24,10 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from . import noise_and_paths
 from .models import GradCamError, as_batch, check_topk, choose_layers, class_index, get_layer, is_spatial, last_layer, layer_candidates, run_model
 
-METHODS = ("vanilla_backprop", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
-PIXEL_RULES = {"vanilla_backprop": "vanilla", "deconvnet": "deconvnet", "guided_backprop": "guided"}
+METHODS = ("vanilla_backprop", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")  # the series' first five
+MANY_POINTS = ("smoothgrad", "integrated_gradients")  # a forward pass over many points near x, not x alone
+ALL_METHODS = METHODS + ("input_x_gradient",) + MANY_POINTS
+PIXEL_RULES = {"vanilla_backprop": "vanilla", "deconvnet": "deconvnet", "guided_backprop": "guided", "input_x_gradient": "vanilla"}
 
 
 class BackwardRule:
@@ -130,6 +136,8 @@ class ForwardPass:
     `from_input`: record the autograd graph from the input, as the pixel maps need. With False, the
     pass runs without gradients up to the first of `layers` that it reaches, and records from there on:
     that is all Grad-CAM needs, and the layers below then cost no more than in a plain forward pass.
+    With neither, the pass records nothing: its logits only tell the target classes (for the methods that
+    run passes of their own, SmoothGrad and Integrated Gradients).
     `find_default_layer`: also find default_layer(model) on the way, as `self.default_layer`, and keep
     its activations (unless something changed them in place later): Grad-CAM with no layer given
     then usually costs no second forward pass.
@@ -139,8 +147,7 @@ class ForwardPass:
     def __init__(self, model, x, layers=(), rectifiers=True, find_default_layer=False, from_input=True):
         if torch.is_inference_mode_enabled():
             raise GradCamError("gradients cannot be computed inside torch.inference_mode(); call this outside it")
-        if not (from_input or layers):
-            raise GradCamError("a ForwardPass with from_input=False needs the layers to record from")
+        self.model = model
         self.input = as_batch(model, x).clone().requires_grad_(from_input)
         self.rectifiers = rectifiers
         self.rule = BackwardRule()
@@ -267,30 +274,55 @@ class ForwardPass:
             cam = cam.transpose(0, 1)
         return cam
 
-    def maps(self, methods, targets, layer=None):
-        """{method: maps [k, B, ...]} for some of METHODS, running each backward pass they need once."""
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise GradCamError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
-        rules = {PIXEL_RULES.get(m, "guided") for m in methods if m != "gradcam"}
+    def maps(self, methods, targets, layer=None, options=None):
+        """{method: maps [k, B, ...]} for some of ALL_METHODS, running each backward pass they need once.
+
+        `options`: {method: keyword arguments} for SmoothGrad and Integrated Gradients (see noise_and_paths.py).
+        Integrated Gradients' completeness gaps [k, B] are left in `self.gaps`.
+        """
+        check_methods(methods)
+        options = options or {}
+        here = [m for m in methods if m not in MANY_POINTS]
+        rules = {PIXEL_RULES.get(m, "guided") for m in here if m != "gradcam"}
         pixel = {rule: self.pixel_map(targets, rule).detach() for rule in rules}
         cam = self.cam(targets, layer) if {"gradcam", "guided_gradcam"} & set(methods) else None
-        return {
-            m: pixel[PIXEL_RULES[m]] if m in PIXEL_RULES else cam if m == "gradcam" else pixel["guided"] * cam[:, :, None]
-            for m in methods
-        }
+        maps = {}
+        for m in methods:
+            if m == "input_x_gradient":
+                maps[m] = pixel["vanilla"] * self.input.detach()
+            elif m in PIXEL_RULES:
+                maps[m] = pixel[PIXEL_RULES[m]]
+            elif m == "gradcam":
+                maps[m] = cam
+            elif m == "guided_gradcam":
+                maps[m] = pixel["guided"] * cam[:, :, None]
+            elif m == "smoothgrad":
+                maps[m] = noise_and_paths.smoothgrad_maps(self, targets, **options.get(m, {}))
+            else:
+                maps[m], self.gaps = noise_and_paths.integrated_gradients_maps(self, targets, **options.get(m, {}))
+        return maps
 
 
-def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
+def check_methods(methods):
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise GradCamError(f"unknown method {unknown[0]!r}; choose from: {', '.join(ALL_METHODS)}")
+
+
+def explain(model, x, target=None, layer=None, methods=METHODS, topk=None, options=None):
     """Several methods from one forward pass: {method: maps}, plus "targets" (the class indices used).
 
     Shapes: a single image gives [k, ...] for a list of k classes (or topk), and one map for an
     int target or none (the predicted class); a batch of B images puts [B, ...] in front.
+    `options`: {method: keyword arguments} for "smoothgrad" and "integrated_gradients", which run
+    forward passes of their own over points near x (see noise_and_paths.py); with Integrated
+    Gradients comes "integrated_gradients_gap", the completeness gap of each of its maps.
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
+    check_methods(methods)
     cam_methods = {"gradcam", "guided_gradcam"} & set(methods)
     rectifiers = bool({"deconvnet", "guided_backprop", "guided_gradcam"} & set(methods))
-    pixel_maps = set(methods) != {"gradcam"}
+    pixel_maps = bool(set(methods) - {"gradcam", *MANY_POINTS})
     find_default_layer = bool(cam_methods) and layer is None
     # Grad-CAM alone at a given layer records the graph from that layer only; finding the default
     # layer on the way needs it from the input, as the pixel maps do.
@@ -310,8 +342,10 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None):
             maps = maps[:, 0]
         return maps[0] if single_image else maps
 
-    result = {method: shaped(maps) for method, maps in pass_.maps(methods, targets, layer).items()}
+    result = {method: shaped(maps) for method, maps in pass_.maps(methods, targets, layer, options).items()}
     result["targets"] = shaped(targets[..., None])[..., 0]
+    if "integrated_gradients" in methods:
+        result["integrated_gradients_gap"] = shaped(pass_.gaps[..., None])[..., 0]
     return result
 
 
@@ -333,6 +367,11 @@ def deconvnet(model, x, target=None):
 def guided_backprop(model, x, target=None):
     """Guided backpropagation (Springenberg et al. 2015): rectifiers pass g only where x > 0 and g > 0."""
     return explain(model, x, target, methods="guided_backprop")["guided_backprop"]
+
+
+def input_x_gradient(model, x, target=None):
+    """Gradient x Input (Shrikumar et al. 2016): x times d logit_target / d x, element by element."""
+    return explain(model, x, target, methods="input_x_gradient")["input_x_gradient"]
 
 
 def gradcam(model, x, target=None, layer=None):

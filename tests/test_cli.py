@@ -112,3 +112,18 @@ def test_the_console_script_is_installed():
     script = Path(sys.executable).with_name("gradcam-utils")
     result = subprocess.run([str(script), "-i", "missing.png"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip() == "gradcam-utils: error: image not found: missing.png"
+
+
+def test_the_noise_and_path_methods_from_the_command_line_and_the_explorer(tmp_path, capsys):
+    methods = ["input_x_gradient", "smoothgrad", "integrated_gradients"]
+    assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "--topk", "1", "--methods", *methods, "-o", str(tmp_path), "--device", "cpu"]) in (0, None)
+    written = pngs(tmp_path)
+    assert sorted(f"cat_dog-efficientnet_lite0-{m}-bull_mastiff.png" for m in methods) == sorted(n for n in written if "summary" not in n)
+    for name in written:
+        assert_real_picture(tmp_path / name)
+    import gradcam_utils as gu
+
+    explorer = gu.explore("smoothgrad", gu.load_model(device="cpu"), SAMPLES / "cat_dog.png")
+    before = explorer.picture_widget.value
+    explorer.method.value = "integrated_gradients"
+    assert explorer.picture_widget.value != before and explorer.layer.disabled

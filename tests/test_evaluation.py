@@ -1,8 +1,11 @@
 """Occlusion, randomisation and faithfulness, on toy models whose answers are known."""
 
 import copy
+import math
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 import torch.nn as nn
 
@@ -107,3 +110,44 @@ def test_bad_arguments_to_the_helpers_get_one_line_errors():
         with pytest.raises(gu.GradCamError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def blob(center, size=32, radius=5):
+    """A Grad-CAM-like map: a positive bump, exactly zero elsewhere."""
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return (radius**2 - ((rows - center[0]) ** 2 + (cols - center[1]) ** 2)).clamp(min=0).double()
+
+
+def test_spearman_ranks_ties_as_scipy_does():
+    left, right = blob((10, 8)), blob((20, 24))
+    expected = scipy.stats.spearmanr(left.flatten(), right.flatten()).statistic
+    assert expected < -0.05  # two maps that never overlap are not positively correlated
+    assert gu.spearman(left, right) == pytest.approx(expected, abs=1e-12)
+    generator = torch.Generator().manual_seed(0)
+    for a, b in [
+        (torch.rand(40, 40, generator=generator), torch.rand(40, 40, generator=generator)),  # no ties
+        (torch.randint(0, 4, (30, 30), generator=generator), torch.randint(0, 3, (30, 30), generator=generator)),  # many ties
+        (torch.randn(3, 20, 20, generator=generator).relu(), torch.randn(3, 20, 20, generator=generator)),
+    ]:
+        expected = scipy.stats.spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic
+        assert gu.spearman(a, b) == pytest.approx(expected, abs=1e-12)
+        expected = scipy.stats.spearmanr(a.abs().flatten().numpy(), b.abs().flatten().numpy()).statistic
+        assert gu.spearman(a, b, absolute=True) == pytest.approx(expected, abs=1e-12)
+
+
+def test_spearman_of_a_constant_map_is_nan_with_a_warning():
+    with pytest.warns(RuntimeWarning, match="the first map is constant"):
+        assert math.isnan(gu.spearman(torch.zeros(32, 32), blob((10, 10))))
+    with pytest.warns(RuntimeWarning, match="the second map is constant"):
+        assert math.isnan(gu.spearman(blob((10, 10)), torch.full((32, 32), 3.0)))
+    with pytest.warns(RuntimeWarning, match="constant"):  # a signed map whose absolute values are all equal
+        assert math.isnan(gu.spearman(torch.tensor([1.0, -1.0, 1.0]), torch.tensor([1.0, 2.0, 3.0]), absolute=True))
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e-20, 1e6])
+def test_gradient_image_does_not_depend_on_the_scale_of_the_map(scale):
+    gradient = torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(1))
+    picture = gu.gradient_image(gradient)
+    assert picture.std() > 0.05  # not flat grey
+    np.testing.assert_allclose(gu.gradient_image(gradient * scale), picture, atol=1e-6)
+    np.testing.assert_allclose(gu.gradient_image(torch.zeros(3, 24, 24)), 0.5)  # no gradient at all: grey, no NaN
