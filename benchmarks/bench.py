@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "cat_dog.png"
 MODELS = {"resnet50": ("resnet50", None, "layer4"), "lite0": ("efficientnet_lite0", "DEFAULT", "bn2")}
 SAMPLES, STEPS = 25, 32  # SmoothGrad's noisy copies, Integrated Gradients' path points
+MANY_POINTS = ("SmoothGrad", "Integrated Gradients")  # each job a few seconds on a CPU: timed fewer times
 
 
 def sync(device):
@@ -125,9 +126,6 @@ def jobs(model, x, layer, classes):
             IntegratedGradients(model).attribute(x, target=c, n_steps=STEPS, internal_batch_size=batch) for c in classes[:k]
         ]
     return table
-
-
-MANY_POINTS = ("SmoothGrad", "Integrated Gradients")  # each job a few seconds on a CPU: timed fewer times
 
 
 def explorer_change_ratio(model, layer, forward, device, changes):

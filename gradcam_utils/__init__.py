@@ -1,8 +1,8 @@
 """Gradient-based visual explanations of CNN image classifiers: the helper behind the notebooks.
 
 Read in this order: models.py (models, images, layers), methods.py (the five methods and
-their hooks), noise_and_paths.py (SmoothGrad, Integrated Gradients), display.py (maps -> pictures), explorer.py (the notebooks' widgets), cli.py,
-evaluation.py (occlusion, sanity checks, faithfulness).
+their hooks), noise_and_paths.py (SmoothGrad, Integrated Gradients), display.py (maps -> pictures),
+explorer.py (the notebooks' widgets), cli.py, evaluation.py (occlusion, sanity checks, faithfulness).
 """
 
 from .evaluation import area_under, deletion_curve, insertion_curve, occlusion_sensitivity, randomize_layers, spearman, ssim

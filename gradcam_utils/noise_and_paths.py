@@ -13,7 +13,6 @@ generator of their own, so that the caller's random state is left alone.
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from . import methods
