@@ -148,6 +148,7 @@ class ForwardPass:
         if torch.is_inference_mode_enabled():
             raise GradCamError("gradients cannot be computed inside torch.inference_mode(); call this outside it")
         self.model = model
+        self.gaps = None
         self.input = as_batch(model, x).clone().requires_grad_(from_input)
         self.rectifiers = rectifiers
         self.rule = BackwardRule()
@@ -278,7 +279,7 @@ class ForwardPass:
         """{method: maps [k, B, ...]} for some of ALL_METHODS, running each backward pass they need once.
 
         `options`: {method: keyword arguments} for SmoothGrad and Integrated Gradients (see noise_and_paths.py).
-        Integrated Gradients' completeness gaps [k, B] are left in `self.gaps`.
+        Integrated Gradients' completeness gaps [k, B], when its options ask for return_delta, are left in `self.gaps`.
         """
         check_methods(methods)
         options = options or {}
@@ -315,8 +316,8 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None, optio
     Shapes: a single image gives [k, ...] for a list of k classes (or topk), and one map for an
     int target or none (the predicted class); a batch of B images puts [B, ...] in front.
     `options`: {method: keyword arguments} for "smoothgrad" and "integrated_gradients", which run
-    forward passes of their own over points near x (see noise_and_paths.py); with Integrated
-    Gradients comes "integrated_gradients_gap", the completeness gap of each of its maps.
+    forward passes of their own over points near x (see noise_and_paths.py). With Integrated
+    Gradients' option return_delta=True comes "integrated_gradients_gap", the completeness gap of each map.
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
     check_methods(methods)
@@ -344,7 +345,7 @@ def explain(model, x, target=None, layer=None, methods=METHODS, topk=None, optio
 
     result = {method: shaped(maps) for method, maps in pass_.maps(methods, targets, layer, options).items()}
     result["targets"] = shaped(targets[..., None])[..., 0]
-    if "integrated_gradients" in methods:
+    if pass_.gaps is not None:
         result["integrated_gradients_gap"] = shaped(pass_.gaps[..., None])[..., 0]
     return result
 

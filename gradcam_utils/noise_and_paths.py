@@ -1,9 +1,10 @@
 """Pixel maps averaged over many inputs near x: SmoothGrad (noisy copies) and Integrated Gradients (a path).
 
 Both run the pixel maps of methods.py on a batch of points instead of on x alone. Each batch is
-one `ForwardPass`; the k target classes share it (one backward pass per class, as for x). The
-points are drawn on the CPU, so that a seed gives the same maps on any device, and with a
-generator of their own, so that the caller's random state is left alone.
+one `ForwardPass`; the k target classes share it (one backward pass per class, as for x). Random
+points are drawn on x's device (on a GPU, drawing on the CPU and copying cost several forward
+passes), with a generator of their own, so that the caller's random state is left alone: a seed
+gives the same maps on the same device, but a CPU and a GPU draw different numbers.
 
 - Gradient x Input (Shrikumar et al. 2016) needs no extra pass: it lives in methods.py.
 - SmoothGrad (Smilkov et al. 2017): the mean map over noisy copies of x.
@@ -28,9 +29,9 @@ def _positive_whole(name, value):
     return int(value)
 
 
-def _generator(seed):
-    """A CPU generator of its own: seeded, or from fresh entropy when seed is None."""
-    generator = torch.Generator()
+def _generator(seed, device):
+    """A generator of its own on `device`: seeded, or from fresh entropy when seed is None."""
+    generator = torch.Generator(device)
     if seed is None:
         generator.seed()
     else:
@@ -81,7 +82,7 @@ def smoothgrad_maps(pass_, targets, method="vanilla_backprop", samples=25, noise
         raise GradCamError(f"noise must be a number of at least 0 (a fraction of the input's range, 0.1 to 0.2 in the paper), not {noise!r}")
     x = pass_.input.detach()
     sigma = noise * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
-    draws = torch.randn((samples, *x.shape), generator=_generator(seed), dtype=torch.float32).to(x.device, x.dtype)
+    draws = torch.randn((samples, *x.shape), generator=_generator(seed, x.device), device=x.device, dtype=x.dtype)
     points = x + sigma[None, :, None, None, None] * draws
     weights = torch.full((samples,), 1 / samples, dtype=torch.float64)
     return _mean_map(pass_, points, weights, targets, method, batch_size, squared)
@@ -103,7 +104,7 @@ def baseline_for(pass_, baseline="black", seed=0):
     if baseline == "black":
         return ((0 - mean) / std).expand_as(x)
     if baseline == "noise":
-        uniform = torch.rand(x.shape, generator=_generator(seed), dtype=torch.float32).to(x.device, x.dtype)
+        uniform = torch.rand(x.shape, generator=_generator(seed, x.device), device=x.device, dtype=x.dtype)
         return (uniform - mean) / std
     side = min(x.shape[-2:])  # "blur": a Gaussian of sigma a tenth of the image's side keeps only the largest blobs of colour
     sigma = side / 10
@@ -116,8 +117,9 @@ def quadrature(steps):
     return torch.from_numpy(0.5 * (1 + points)), torch.from_numpy(0.5 * weights)
 
 
-def integrated_gradients_maps(pass_, targets, baseline="black", steps=32, batch_size=None, seed=0):
-    """Integrated Gradients [k, B, 3, H, W] and the completeness gap [k, B] (Sundararajan et al. 2017, Eq. 1 and Prop. 1).
+def integrated_gradients_maps(pass_, targets, baseline="black", steps=32, batch_size=None, seed=0, return_delta=False):
+    """Integrated Gradients [k, B, 3, H, W] (Sundararajan et al. 2017, Eq. 1), and with `return_delta` the
+    completeness gap [k, B] (their Prop. 1; None without): one more forward pass, on the baseline.
 
     IG_i = (x_i - x'_i) * integral_0^1 dF(x' + a (x - x')) / dx_i da, and sum_i IG_i should equal F(x) - F(x'):
     the gap is sum_i IG_i - (F(x) - F(x')), a check on the number of steps.
@@ -129,6 +131,8 @@ def integrated_gradients_maps(pass_, targets, baseline="black", steps=32, batch_
     alphas = alphas.to(x.device, x.dtype)[:, None, None, None, None]
     points = start + alphas * (x - start)
     attributions = _mean_map(pass_, points, weights, targets, "vanilla_backprop", batch_size) * (x - start)
+    if not return_delta:
+        return attributions, None
     with torch.no_grad():
         at_baseline = methods.run_model(pass_.model, start)
     logits = pass_.logits.detach()
@@ -158,6 +162,6 @@ def integrated_gradients(model, x, target=None, baseline="black", steps=32, batc
     completeness gap sum(attributions) - (logit(x) - logit(baseline)), one number per map.
     Shapes as for vanilla_backprop.
     """
-    options = {"integrated_gradients": dict(baseline=baseline, steps=steps, batch_size=batch_size, seed=seed)}
+    options = {"integrated_gradients": dict(baseline=baseline, steps=steps, batch_size=batch_size, seed=seed, return_delta=return_delta)}
     result = methods.explain(model, x, target, methods="integrated_gradients", options=options)
     return (result["integrated_gradients"], result["integrated_gradients_gap"]) if return_delta else result["integrated_gradients"]
