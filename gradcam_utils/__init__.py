@@ -22,6 +22,7 @@ from .methods import (
     vanilla_backprop,
 )
 from .noise_and_paths import integrated_gradients, smoothgrad
+from .self_checks import SelfCheckError, self_check
 from .models import (
     CLASS_NAMES,
     EMBEDDED,

@@ -71,32 +71,40 @@ def default_alpha(method):
     return 0.5 if method in CAM_METHODS else 1.0
 
 
-def plot_grid(image, maps, labels, alpha=None, title=None, size=2.2, note=True):
-    """A figure with one row per method and one column per class, as in the seed's README.
+def plot_grid(image, maps, labels, alpha=None, title=None, size=3.2, note=True, show_input=True):
+    """A figure with one row per method and one column per class, as in the seed's README, the input
+    photo in a first column (a pixel map drawn on its own hides the photo).
 
-    `maps`: {method: [k, ...] maps}; `labels`: the k column titles. `note`: a line at the foot saying
-    how the maps are scaled (True: scaling_note's), or a text of your own, or False for none.
+    `maps`: {method: [k, ...] maps}; `labels`: the k column titles; `size`: inches per panel (3.2: about
+    the 224 pixels of the input at 72 dpi). `note`: a line at the foot saying how the maps are scaled
+    (True: scaling_note's), or a text of your own, or False for none.
     """
     methods = list(maps)
     short = [m for m in methods if len(maps[m]) != len(labels)]
     if short:
         raise GradCamError(f"{len(labels)} labels but {len(maps[short[0]])} {short[0]} maps; give one label per map")
-    fig, axes = plt.subplots(len(methods), len(labels), figsize=(size * len(labels), size * len(methods) + 0.4), squeeze=False)
+    first = int(bool(show_input))
+    columns = first + len(labels)
+    fig, axes = plt.subplots(len(methods), columns, figsize=(size * columns, size * len(methods) + 0.6), squeeze=False)
     for row, method in enumerate(methods):
+        if first:
+            axes[row, 0].imshow(image)
         for col, label in enumerate(labels):
-            ax = axes[row, col]
-            ax.imshow(overlay(image, maps[method][col], default_alpha(method) if alpha is None else alpha))
-            ax.set_xticks([])
-            ax.set_yticks([])
+            axes[row, first + col].imshow(overlay(image, maps[method][col], default_alpha(method) if alpha is None else alpha))
             if row == 0:
-                ax.set_title(label, fontsize=9)
-            if col == 0:
-                ax.set_ylabel(TITLES.get(method, method), fontsize=9)
+                axes[row, first + col].set_title(label, fontsize=10)
+        axes[row, 0].set_ylabel(TITLES.get(method, method), fontsize=10)
+    if first:
+        axes[0, 0].set_title("input", fontsize=10)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+        fig.suptitle(title, fontsize=12)
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0.4 / height if note else 0, 1, 1 - 0.35 / height if title else 1))
     if note:
-        fig.text(0.5, 0.005, scaling_note(methods) if note is True else note, ha="center", va="bottom", fontsize=8, wrap=True)
+        fig.text(0.5, 0.005, scaling_note(methods) if note is True else note, ha="center", va="bottom", fontsize=9, wrap=True)
     return fig
 
 
@@ -106,7 +114,7 @@ def scaling_note(methods):
     parts = ["heatmaps: each min-max scaled over its own range"] if heat else []
     if len(heat) < len(methods):
         parts.append("pixel maps: each centred on grey (0), black to white = -5 to +5 of its own standard deviations")
-    return "Every map scaled on its own. " + "; ".join(parts) + "."
+    return "Every map is scaled on its own: " + "; ".join(parts) + "."
 
 
 def class_labels(rows):

@@ -9,6 +9,7 @@ from IPython.display import display
 
 from .display import TITLES, default_alpha, overlay
 from .methods import ALL_METHODS, ForwardPass
+from .noise_and_paths import BASELINES
 from .models import CLASS_NAMES, GradCamError, class_name, deprocess, last_layer, list_layers, load_image, load_model, preprocess
 
 CAM = {"gradcam", "guided_gradcam"}
@@ -46,6 +47,12 @@ class Explorer:
         )
         self.path = widgets.Text(placeholder="path to another image", description="Image path", continuous_update=False, style=style)
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        # SmoothGrad's and Integrated Gradients' own controls, shown only for their method.
+        self.samples = widgets.IntSlider(value=25, min=1, max=50, description="Samples", style=style, continuous_update=False)
+        self.noise = widgets.FloatSlider(value=0.15, min=0, max=0.5, step=0.05, description="Noise", style=style, continuous_update=False)
+        self.steps = widgets.IntSlider(value=32, min=1, max=64, description="Steps", style=style, continuous_update=False)
+        self.baseline = widgets.Dropdown(options=BASELINES, value="black", description="Baseline", style=style)
+        self.options = {"smoothgrad": widgets.HBox([self.samples, self.noise]), "integrated_gradients": widgets.HBox([self.steps, self.baseline])}
         self.status = widgets.Label()
         # A PNG in an Image widget, not a figure displayed into an Output widget: headless runs
         # (nbclient, nbconvert) sometimes hung waiting on the Output widget's messages.
@@ -56,6 +63,7 @@ class Explorer:
                 self.class_slider,
                 self.class_picker,
                 self.layer,
+                *self.options.values(),
                 widgets.HBox([self.path, self.upload]),
                 self.status,
                 self.picture_widget,
@@ -64,7 +72,7 @@ class Explorer:
         self._quiet = True  # no redraws while the widgets are being set up
         self.set_image(image if image is not None else sample_image())
         self._figure = self._draw_figure()
-        for control in (self.layer, self.alpha):
+        for control in (self.layer, self.alpha, self.samples, self.noise, self.steps, self.baseline):
             control.observe(self.update, names="value")
         self.method.observe(self._method_changed, names="value")
         self.class_slider.observe(self._slider_moved, names="value")
@@ -102,12 +110,18 @@ class Explorer:
         """The current method's map for the current class and layer: one backward pass on the cached forward."""
         targets = self.forward_pass.targets(self.target)
         layer = self.layer.value if self.method.value in CAM else None
-        return self.forward_pass.maps([self.method.value], targets, layer)[self.method.value][0, 0]
+        options = {  # seed 0: the same noise at every change, so that only the control moved changes the picture
+            "smoothgrad": {"samples": self.samples.value, "noise": self.noise.value, "seed": 0},
+            "integrated_gradients": {"steps": self.steps.value, "baseline": self.baseline.value},
+        }
+        return self.forward_pass.maps([self.method.value], targets, layer, options)[self.method.value][0, 0]
 
     def update(self, change=None):
         if self._quiet:
             return
         self.layer.disabled = self.method.value not in CAM
+        for method, box in self.options.items():
+            box.layout.display = None if self.method.value == method else "none"
         try:
             map_ = self.compute()
         except GradCamError as exc:

@@ -125,5 +125,15 @@ def test_the_noise_and_path_methods_from_the_command_line_and_the_explorer(tmp_p
 
     explorer = gu.explore("smoothgrad", gu.load_model(device="cpu"), SAMPLES / "cat_dog.png")
     before = explorer.picture_widget.value
+    explorer.samples.value = 3
+    assert explorer.picture_widget.value != before
+    assert explorer.options["smoothgrad"].layout.display is None and explorer.options["integrated_gradients"].layout.display == "none"
+    before = explorer.picture_widget.value
     explorer.method.value = "integrated_gradients"
     assert explorer.picture_widget.value != before and explorer.layer.disabled
+    assert explorer.options["smoothgrad"].layout.display == "none" and explorer.options["integrated_gradients"].layout.display is None
+    before = explorer.picture_widget.value
+    explorer.baseline.value = "blur"
+    assert explorer.picture_widget.value != before
+    explorer.method.value = "gradcam"
+    assert all(box.layout.display == "none" for box in explorer.options.values())

@@ -35,7 +35,7 @@ def test_committed_executed_top_to_bottom_without_errors(path):
     assert None not in counts, "a code cell was never run: `make notebooks`"
     assert counts == list(range(counts[0], counts[0] + len(counts))), "cells were run out of order: `make notebooks`"
     assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
-    figures = sum("image/png" in o.get("data", {}) for c in code for o in c["outputs"])
+    figures = sum(bool({"image/png", "image/jpeg"} & set(o.get("data", {}))) for c in code for o in c["outputs"])
     assert figures >= 1, "no figure in the committed outputs"
     assert path.stat().st_size < 2_000_000
 
