@@ -282,7 +282,7 @@ class ForwardPass:
         Integrated Gradients' completeness gaps [k, B], when its options ask for return_delta, are left in `self.gaps`.
         """
         check_methods(methods)
-        options = options or {}
+        options = check_options(options or {})
         here = [m for m in methods if m not in MANY_POINTS]
         rules = {PIXEL_RULES.get(m, "guided") for m in here if m != "gradcam"}
         pixel = {rule: self.pixel_map(targets, rule).detach() for rule in rules}
@@ -302,6 +302,19 @@ class ForwardPass:
             else:
                 maps[m], self.gaps = noise_and_paths.integrated_gradients_maps(self, targets, **options.get(m, {}))
         return maps
+
+
+def check_options(options):
+    """{method: keyword arguments} for the methods that take options, or a one-line error naming the bad key."""
+    takes = {"smoothgrad": noise_and_paths.smoothgrad_maps, "integrated_gradients": noise_and_paths.integrated_gradients_maps}
+    for method, given in options.items():
+        if method not in takes:
+            raise GradCamError(f"options given for {method!r}, which takes none; options are for: {', '.join(takes)}")
+        names = list(inspect.signature(takes[method]).parameters)[2:]  # after (pass_, targets)
+        unknown = [name for name in given if name not in names]
+        if unknown:
+            raise GradCamError(f"unknown option {unknown[0]!r} for {method}; choose from: {', '.join(names)}")
+    return options
 
 
 def check_methods(methods):

@@ -128,6 +128,8 @@ def test_bad_arguments_get_one_line_errors(resnet):
         (lambda: gu.integrated_gradients(model, x, baseline=torch.zeros(3, 8, 8)), r"baseline has shape \[3, 8, 8\]; give one of x's shape \[3, 64, 64\]"),
         (lambda: gu.integrated_gradients(model, x, baseline="white"), "unknown baseline 'white'; give a tensor of x's shape or one of: black, zeros, blur, noise"),
         (lambda: gu.explain(model, x, methods="smoothgrads"), "unknown method 'smoothgrads'; choose from: .*integrated_gradients"),
+        (lambda: gu.explain(model, x, methods="smoothgrad", options={"smoothgrad": {"sample": 3}}), "unknown option 'sample' for smoothgrad; choose from: method, samples, noise"),
+        (lambda: gu.explain(model, x, methods="gradcam", options={"gradcam": {"steps": 3}}), "options given for 'gradcam', which takes none; options are for: smoothgrad, integrated_gradients"),
     ]
     for call, message in cases:
         with pytest.raises(gu.GradCamError, match=message) as info:
