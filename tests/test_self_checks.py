@@ -27,7 +27,7 @@ def test_the_solution_passes_and_a_wrong_answer_fails_with_the_reasoning(name, c
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_each_notebook_has_self_checks_and_exercises_with_hints_and_solutions(path):
+def test_each_notebook_has_self_checks_exercises_with_hints_and_solutions_and_references(path):
     cells = json.loads(path.read_text())["cells"]
     text = ["".join(c["source"]) for c in cells]
     used = [m for t, c in zip(text, cells) if c["cell_type"] == "code" for m in re.findall(r'gu\.self_check\("([0-9.]+)", answer\)', t)]
@@ -38,6 +38,8 @@ def test_each_notebook_has_self_checks_and_exercises_with_hints_and_solutions(pa
         assert "<summary>Solution</summary>" in text[at + 1], "a collapsed solution follows each check"
         committed = "".join("".join(o.get("text", "")) for o in cells[at]["outputs"])
         assert "not answered yet" in committed
+    assert "**You need**" in text[0], "what the learner needs from earlier notebooks"
+    assert "## Further reading" in text[-1] and re.search(r"\. https://", text[-1]), "full references, with links"
     exercises = text[-1] if "Things to try" in text[-1] else ""
     numbered = re.findall(r"^\*\*(\d+)\.\*\*", exercises, flags=re.M)
     assert len(numbered) >= 2
