@@ -59,14 +59,19 @@ def _mean_map(pass_, points, weights, targets, method, batch_size, squared=False
     size = default_batch_size(flat.device) if batch_size is None else _positive_whole("batch_size", batch_size)
     for start in range(0, len(flat), size):
         chunk = slice(start, start + size)
-        forward = methods.ForwardPass(pass_.model, flat[chunk], rectifiers=rule != "vanilla")
-        maps = forward.pixel_map(flat_targets[:, chunk], rule).detach()
+        maps = _pixel_maps_at(pass_.model, flat[chunk], flat_targets[:, chunk], rule)
         if method == "input_x_gradient":
             maps = maps * flat[chunk]
         if squared:
             maps = maps * maps
         total.index_add_(1, owner[chunk], maps * weights[chunk, None, None, None])
     return total
+
+
+def _pixel_maps_at(model, points, targets, rule):
+    """The pixel maps [k, n, 3, H, W] at a batch of points. Its own function, so that the forward pass and its
+    autograd graph are freed on return: kept alive until the next batch's pass, two graphs would share the peak."""
+    return methods.ForwardPass(model, points, rectifiers=rule != "vanilla").pixel_map(targets, rule).detach()
 
 
 def smoothgrad_maps(pass_, targets, method="vanilla_backprop", samples=25, noise=0.15, squared=False, seed=None, batch_size=None):

@@ -1,5 +1,7 @@
 """Gradient x Input, SmoothGrad and Integrated Gradients: against captum, and against their own definitions."""
 
+import weakref
+
 import pytest
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
@@ -135,3 +137,22 @@ def test_bad_arguments_get_one_line_errors(resnet):
         with pytest.raises(gu.GradCamError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_one_batch_of_points_is_alive_at_a_time(resnet, monkeypatch):
+    """Each batch's forward pass, and its autograd graph, is freed before the next batch's is recorded:
+    two graphs alive at once doubled the peak memory (1480 MB against captum's 894 for SmoothGrad on resnet50)."""
+    model, x = resnet
+    alive, most = set(), [0]
+
+    class Counted(gu.ForwardPass):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            alive.add(id(self))
+            most[0] = max(most[0], len(alive))
+            weakref.finalize(self, alive.discard, id(self))
+
+    monkeypatch.setattr(gu.methods, "ForwardPass", Counted)
+    gu.smoothgrad(model, x, samples=6, batch_size=2, seed=0)
+    gu.integrated_gradients(model, x, steps=6, batch_size=2)
+    assert most[0] == 2  # explain's pass, for the targets, and one batch's
