@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from .display import class_labels, default_alpha, overlay, plot_grid  # noqa: E402
-from .methods import ALL_METHODS, METHODS, ForwardPass  # noqa: E402
+from .methods import ALL_METHODS, LAYER_METHODS, METHODS, ForwardPass  # noqa: E402
 from .models import (  # noqa: E402
     EMBEDDED,
     TORCHVISION_ARCHS,
@@ -32,7 +32,7 @@ from .models import (  # noqa: E402
     preprocess,
 )
 
-CAM = {"gradcam", "guided_gradcam"}
+CAM = set(LAYER_METHODS)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,5 +1,7 @@
 """Maps -> pictures: the min-max normalisation the papers use, heatmap overlays, and grids of classes x methods."""
 
+import io
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,8 +19,15 @@ TITLES = {
     "input_x_gradient": "Gradient x Input",
     "smoothgrad": "SmoothGrad",
     "integrated_gradients": "Integrated Gradients",
+    "cam": "CAM",
+    "gradcam_pp": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "hirescam": "HiResCAM",
+    "layercam": "Layer-CAM",
+    "scorecam": "Score-CAM",
+    "eigencam": "Eigen-CAM",
 }
-CAM_METHODS = ("gradcam", "occlusion")
+CAM_METHODS = ("gradcam", "occlusion", "cam", "gradcam_pp", "xgradcam", "hirescam", "layercam", "scorecam", "eigencam")  # heatmaps
 
 
 def normalize(map_):
@@ -64,6 +73,13 @@ def overlay(image, map_, alpha=0.5, cmap="jet"):
         raise GradCamError(f"a map of shape {list(map_.shape)} does not fit an image of {size}; give [H, W] or [3, H, W] at the image's size")
     shown = heatmap(map_, cmap) if map_.dim() == 2 else gradient_image(map_)
     return (1 - alpha) * image + alpha * shown
+
+
+def figure_png(figure, dpi=72):
+    """The figure as PNG bytes, for an explorer's Image widget."""
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=dpi)
+    return png.getvalue()
 
 
 def default_alpha(method):

@@ -18,14 +18,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .models import GradCamError, as_batch, class_index, eval_mode, get_layer
+from .models import GradCamError, as_batch, class_index, eval_mode, get_layer, input_config, list_layers
 
 
 def occlusion_sensitivity(model, x, target, patch=32, stride=16, batch_size=64, progress=True):
     """[H, W] map: how much the probability of `target` drops when a grey patch covers each pixel.
 
     Grey is 0 in normalised input space, the dataset's mean colour. Each pixel's value is the
-    mean drop over every patch position that covers it.
+    mean drop over every patch position that covers it. `progress`: True for a progress bar,
+    False for none, or a function called with (batches done, batches in all) after each batch.
     """
     x = as_batch(model, x)[:1]
     target = class_index(target)
@@ -37,12 +38,15 @@ def occlusion_sensitivity(model, x, target, patch=32, stride=16, batch_size=64, 
     drops = []
     with torch.no_grad(), eval_mode(model):
         base = model(x).softmax(dim=1)[0, target]
-        for start in tqdm(range(0, len(corners), batch_size), desc="occlusion", unit="batch", disable=not progress):
+        starts = range(0, len(corners), batch_size)
+        for done, start in enumerate(tqdm(starts, desc="occlusion", unit="batch", disable=progress is not True), start=1):
             chunk = corners[start : start + batch_size]
             occluded = x.repeat(len(chunk), 1, 1, 1)
             for i, (top, left) in enumerate(chunk):
                 occluded[i, :, top : top + patch, left : left + patch] = 0
             drops.append(base - model(occluded).softmax(dim=1)[:, target])
+            if callable(progress):
+                progress(done, len(starts))
     drops = torch.cat(drops)
     total = torch.zeros(height, width, device=x.device)
     count = torch.zeros(height, width, device=x.device)
@@ -69,6 +73,14 @@ def randomize_layers(model, layers, seed=0):
                     module.reset_parameters()
             layer.to(device)
     return randomized
+
+
+def cascade_order(model):
+    """Layer names from the top (the classifier) to the bottom (the stem), the order of Adebayo et al.'s cascading randomization."""
+    layers = list_layers(model)
+    trunks = {name.split(".")[0] for name in layers}
+    head = [name for name, child in model.named_children() if name not in trunks and any(True for _ in child.parameters())]
+    return head[::-1] + layers[::-1]
 
 
 def _as_map(map_, what="the map"):
@@ -147,7 +159,7 @@ def ssim(a, b, window=11, sigma=1.5):
     return (((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))).mean().item()
 
 
-def _pixel_order(saliency):
+def pixel_order(saliency):
     """Pixel indices from the most to the least salient; a [3, H, W] map counts by its absolute sum over channels."""
     saliency = _as_map(saliency, "saliency")
     if saliency.dim() == 3:
@@ -155,11 +167,37 @@ def _pixel_order(saliency):
     return saliency.flatten().argsort(descending=True)
 
 
+FILLS = ("grey", "black", "blur")  # what deleted pixels become, and what insertion starts from
+
+
+def fill(model, x, baseline):
+    """x with every pixel replaced: "grey" (the dataset's mean colour, 0 after normalisation),
+    "black", or "blur" (two 11 x 11 box blurs: only the largest blobs of colour survive)."""
+    if baseline == "grey":
+        return torch.zeros_like(x)
+    if baseline == "black":
+        _, _, mean, std = input_config(model)
+        mean, std = (torch.tensor(v, device=x.device, dtype=x.dtype)[:, None, None] for v in (mean, std))
+        return ((0 - mean) / std).expand_as(x).clone()
+    if baseline == "blur":
+        box = dict(stride=1, padding=5, count_include_pad=False)
+        return F.avg_pool2d(F.avg_pool2d(x, 11, **box), 11, **box)
+    raise GradCamError(f"unknown baseline {baseline!r}; choose one of: {', '.join(FILLS)}")
+
+
+def step_image(start, finish, order, count):
+    """`start` with its `count` first pixels in `order` taken from `finish`: one point of a deletion or insertion curve."""
+    mask = torch.zeros(order.numel(), device=start.device)
+    mask[order[:count]] = 1
+    mask = mask.view(1, *start.shape[-2:])
+    return start[0] * (1 - mask) + finish[0] * mask
+
+
 def _curve(model, start, finish, saliency, target, steps, batch_size):
     """The probability of `target` as the pixels, in the map's order, go from `start` to `finish`."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or batch_size < 1:
         raise GradCamError(f"steps and batch_size must be whole numbers of at least 1, not steps={steps!r}, batch_size={batch_size!r}")
-    order = _pixel_order(saliency)
+    order = pixel_order(saliency)
     pixels = order.numel()
     if pixels != start.shape[-2] * start.shape[-1]:
         size = f"{start.shape[-2]} x {start.shape[-1]}"
@@ -168,29 +206,24 @@ def _curve(model, start, finish, saliency, target, steps, batch_size):
     probabilities = []
     with torch.no_grad(), eval_mode(model):
         for begin in range(0, len(counts), batch_size):
-            images = []
-            for count in counts[begin : begin + batch_size]:
-                mask = torch.zeros(pixels, device=start.device)
-                mask[order[:count]] = 1
-                mask = mask.view(1, *start.shape[-2:])
-                images.append(start[0] * (1 - mask) + finish[0] * mask)
+            images = [step_image(start, finish, order, count) for count in counts[begin : begin + batch_size]]
             probabilities.append(model(torch.stack(images)).softmax(dim=1)[:, target])
     fractions = torch.tensor(counts, dtype=torch.float64) / pixels
     return fractions, torch.cat(probabilities).double().cpu()
 
 
-def deletion_curve(model, x, saliency, target, steps=32, batch_size=33):
-    """(fraction of pixels deleted, probability of target): the most salient pixels go grey first. Lower area = more faithful."""
+def deletion_curve(model, x, saliency, target, steps=32, batch_size=33, baseline="grey"):
+    """(fraction of pixels deleted, probability of target): the most salient pixels become the `baseline`
+    (one of FILLS) first. Lower area = more faithful."""
     x = as_batch(model, x)[:1]
-    return _curve(model, x, torch.zeros_like(x), saliency, class_index(target), steps, batch_size)
+    return _curve(model, x, fill(model, x, baseline), saliency, class_index(target), steps, batch_size)
 
 
-def insertion_curve(model, x, saliency, target, steps=32, batch_size=33):
-    """(fraction of pixels inserted, probability of target): starting from a blurred image, the most
-    salient pixels come back first. Higher area = more faithful."""
+def insertion_curve(model, x, saliency, target, steps=32, batch_size=33, baseline="blur"):
+    """(fraction of pixels inserted, probability of target): starting from the `baseline` (one of FILLS),
+    the most salient pixels come back first. Higher area = more faithful."""
     x = as_batch(model, x)[:1]
-    blurred = F.avg_pool2d(F.avg_pool2d(x, 11, stride=1, padding=5, count_include_pad=False), 11, stride=1, padding=5, count_include_pad=False)
-    return _curve(model, blurred, x, saliency, class_index(target), steps, batch_size)
+    return _curve(model, fill(model, x, baseline), x, saliency, class_index(target), steps, batch_size)
 
 
 def area_under(fractions, probabilities):

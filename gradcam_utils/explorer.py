@@ -7,12 +7,12 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from .display import TITLES, default_alpha, overlay
-from .methods import ALL_METHODS, ForwardPass
+from .display import TITLES, default_alpha, figure_png, overlay
+from .methods import ALL_METHODS, LAYER_METHODS, ForwardPass
 from .noise_and_paths import BASELINES
 from .models import CLASS_NAMES, GradCamError, class_name, deprocess, last_layer, list_layers, load_image, load_model, preprocess
 
-CAM = {"gradcam", "guided_gradcam"}
+CAM = set(LAYER_METHODS)
 
 
 class Explorer:
@@ -134,9 +134,7 @@ class Explorer:
         self._title.set_text(
             f"{TITLES[self.method.value]}{where}\n{class_name(target)} (p = {float(self._probabilities[target]):.3f})"
         )
-        png = io.BytesIO()
-        self._figure.savefig(png, format="png", dpi=72)
-        self.picture_widget.value = png.getvalue()
+        self.picture_widget.value = figure_png(self._figure)
 
     def _draw_figure(self):
         """The figure is built once; each update only swaps its pictures and title."""

@@ -15,7 +15,8 @@ logits down to one layer, run as one batched pass; the pixel maps take one backw
 per class (see `ForwardPass._gradients`).
 
 Gradient x Input is the vanilla map times x. SmoothGrad and Integrated Gradients read the same
-pixel maps from forward passes over many points near x: noise_and_paths.py.
+pixel maps from forward passes over many points near x: noise_and_paths.py. Grad-CAM and the
+methods that came after it weigh one layer's activations: cam_family.py.
 """
 
 import inspect
@@ -27,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from . import noise_and_paths
-from .models import GradCamError, as_batch, check_topk, choose_layers, class_index, get_layer, is_spatial, last_layer, layer_candidates, run_model
+from . import cam_family, noise_and_paths
+from .models import GradCamError, as_batch, check_topk, choose_layers, class_index, default_layer, get_layer, is_spatial, last_layer, layer_candidates, run_model
+from .vit import default_reshape
 
 METHODS = ("vanilla_backprop", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")  # the series' first five
 MANY_POINTS = ("smoothgrad", "integrated_gradients")  # a forward pass over many points near x, not x alone
-ALL_METHODS = METHODS + ("input_x_gradient",) + MANY_POINTS
+ALL_METHODS = METHODS + ("input_x_gradient",) + MANY_POINTS + cam_family.CAM_FAMILY
+LAYER_METHODS = ("gradcam", "guided_gradcam") + cam_family.CAM_FAMILY  # maps of one layer's activations: they take a layer
 PIXEL_RULES = {"vanilla_backprop": "vanilla", "deconvnet": "deconvnet", "guided_backprop": "guided", "input_x_gradient": "vanilla"}
 
 
@@ -138,16 +141,19 @@ class ForwardPass:
     that is all Grad-CAM needs, and the layers below then cost no more than in a plain forward pass.
     With neither, the pass records nothing: its logits only tell the target classes (for the methods that
     run passes of their own, SmoothGrad and Integrated Gradients).
+    `reshape`: a function from a layer's tokens [B, T, D] to feature maps [B, C, h, w] (default: drop the
+    class and register tokens of a torchvision or timm ViT, see vit.py); the activations are kept as tokens.
     `find_default_layer`: also find default_layer(model) on the way, as `self.default_layer`, and keep
     its activations (unless something changed them in place later): Grad-CAM with no layer given
     then usually costs no second forward pass.
     The model is left as it was found: no hooks remain, every train/eval flag is restored.
     """
 
-    def __init__(self, model, x, layers=(), rectifiers=True, find_default_layer=False, from_input=True):
+    def __init__(self, model, x, layers=(), rectifiers=True, find_default_layer=False, from_input=True, reshape=None):
         if torch.is_inference_mode_enabled():
             raise GradCamError("gradients cannot be computed inside torch.inference_mode(); call this outside it")
         self.model = model
+        self.reshape = reshape or default_reshape(model)  # tokens [B, T, D] -> [B, C, h, w], for transformers
         self.gaps = None
         self.input = as_batch(model, x).clone().requires_grad_(from_input)
         self.rectifiers = rectifiers
@@ -182,10 +188,12 @@ class ForwardPass:
 
     def _keeper(self, name):
         def keep(module, inputs, output):
-            if not (torch.is_tensor(output) and output.dim() == 4):
+            if not (torch.is_tensor(output) and (output.dim() == 4 or (output.dim() == 3 and self.reshape is not None))):
+                tokens = torch.is_tensor(output) and output.dim() == 3
                 raise GradCamError(
                     f"layer {name!r} outputs {'a tensor of shape ' + str(list(output.shape)) if torch.is_tensor(output) else type(output).__name__}, "
-                    "not feature maps [B, C, H, W]; pick one from list_layers(model)"
+                    "not feature maps [B, C, H, W]; "
+                    + ("for tokens, pass reshape=a function from them to [B, C, h, w]" if tokens else "pick one from list_layers(model)")
                 )
             if not torch.is_grad_enabled():  # the first of the layers in a pass with from_input=False
                 torch.set_grad_enabled(True)  # until the pass ends: the graph starts here
@@ -266,51 +274,43 @@ class ForwardPass:
 
     def cam(self, targets, layer, upsample=True):
         """Grad-CAM [k, B, h, w] at `layer` (Selvaraju et al. 2017), bilinearly upsampled to the input size by default."""
-        activations = self.activations[layer]  # A: [B, C, h, w]
-        grads = self._gradients(targets, activations, "vanilla", batched=len(targets) > 1)  # dy_c/dA: [k, B, C, h, w]
-        weights = grads.mean(dim=(3, 4), keepdim=True)  # alpha_k^c
-        cam = F.relu((weights * activations).sum(dim=2)).detach()
-        if upsample:
-            cam = F.interpolate(cam.transpose(0, 1), size=self.input.shape[-2:], mode="bilinear", align_corners=False)
-            cam = cam.transpose(0, 1)
-        return cam
+        return cam_family.cams(self, ["gradcam"], targets, layer, upsample_to_input=upsample)["gradcam"]
 
     def maps(self, methods, targets, layer=None, options=None):
         """{method: maps [k, B, ...]} for some of ALL_METHODS, running each backward pass they need once.
 
-        `options`: {method: keyword arguments} for SmoothGrad and Integrated Gradients (see noise_and_paths.py).
+        `options`: {method: keyword arguments} for SmoothGrad and Integrated Gradients (see noise_and_paths.py), and Score-CAM.
         Integrated Gradients' completeness gaps [k, B], when its options ask for return_delta, are left in `self.gaps`.
         """
         check_methods(methods)
         options = check_options(options or {})
-        here = [m for m in methods if m not in MANY_POINTS]
-        rules = {PIXEL_RULES.get(m, "guided") for m in here if m != "gradcam"}
+        rules = {PIXEL_RULES.get(m, "guided") for m in methods if m in PIXEL_RULES or m == "guided_gradcam"}
         pixel = {rule: self.pixel_map(targets, rule).detach() for rule in rules}
-        cam = self.cam(targets, layer) if {"gradcam", "guided_gradcam"} & set(methods) else None
-        maps = {}
+        family = [m for m in ("gradcam",) + cam_family.CAM_FAMILY if m in methods or (m == "gradcam" and "guided_gradcam" in methods)]
+        maps = cam_family.cams(self, family, targets, layer, options) if family else {}
         for m in methods:
+            if m in family:
+                continue
             if m == "input_x_gradient":
                 maps[m] = pixel["vanilla"] * self.input.detach()
             elif m in PIXEL_RULES:
                 maps[m] = pixel[PIXEL_RULES[m]]
-            elif m == "gradcam":
-                maps[m] = cam
             elif m == "guided_gradcam":
-                maps[m] = pixel["guided"] * cam[:, :, None]
+                maps[m] = pixel["guided"] * maps["gradcam"][:, :, None]
             elif m == "smoothgrad":
                 maps[m] = noise_and_paths.smoothgrad_maps(self, targets, **options.get(m, {}))
             else:
                 maps[m], self.gaps = noise_and_paths.integrated_gradients_maps(self, targets, **options.get(m, {}))
-        return maps
+        return {m: maps[m] for m in methods}
 
 
 def check_options(options):
     """{method: keyword arguments} for the methods that take options, or a one-line error naming the bad key."""
-    takes = {"smoothgrad": noise_and_paths.smoothgrad_maps, "integrated_gradients": noise_and_paths.integrated_gradients_maps}
+    takes = {"smoothgrad": noise_and_paths.smoothgrad_maps, "integrated_gradients": noise_and_paths.integrated_gradients_maps, "scorecam": cam_family.score_cam}
     for method, given in options.items():
         if method not in takes:
             raise GradCamError(f"options given for {method!r}, which takes none; options are for: {', '.join(takes)}")
-        names = list(inspect.signature(takes[method]).parameters)[2:]  # after (pass_, targets)
+        names = [name for name in inspect.signature(takes[method]).parameters if name not in ("pass_", "targets", "activations")]
         unknown = [name for name in given if name not in names]
         if unknown:
             raise GradCamError(f"unknown option {unknown[0]!r} for {method}; choose from: {', '.join(names)}")
@@ -323,29 +323,32 @@ def check_methods(methods):
         raise GradCamError(f"unknown method {unknown[0]!r}; choose from: {', '.join(ALL_METHODS)}")
 
 
-def explain(model, x, target=None, layer=None, methods=METHODS, topk=None, options=None):
+def explain(model, x, target=None, layer=None, methods=METHODS, topk=None, options=None, reshape=None):
     """Several methods from one forward pass: {method: maps}, plus "targets" (the class indices used).
 
     Shapes: a single image gives [k, ...] for a list of k classes (or topk), and one map for an
     int target or none (the predicted class); a batch of B images puts [B, ...] in front.
     `options`: {method: keyword arguments} for "smoothgrad" and "integrated_gradients", which run
-    forward passes of their own over points near x (see noise_and_paths.py). With Integrated
+    forward passes of their own over points near x (see noise_and_paths.py), and "scorecam" (cam_family.py). With Integrated
     Gradients' option return_delta=True comes "integrated_gradients_gap", the completeness gap of each map.
+    `reshape`: tokens to feature maps, for a transformer other than torchvision's and timm's ViTs (see ForwardPass).
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
     check_methods(methods)
-    cam_methods = {"gradcam", "guided_gradcam"} & set(methods)
+    cam_methods = set(LAYER_METHODS) & set(methods)
     rectifiers = bool({"deconvnet", "guided_backprop", "guided_gradcam"} & set(methods))
-    pixel_maps = bool(set(methods) - {"gradcam", *MANY_POINTS})
+    pixel_maps = bool(set(methods) - {*LAYER_METHODS, *MANY_POINTS} or "guided_gradcam" in methods)
     find_default_layer = bool(cam_methods) and layer is None
+    if find_default_layer and (reshape or default_reshape(model)):  # a transformer: no feature maps to find on the way
+        layer, find_default_layer = default_layer(model), False
     # Grad-CAM alone at a given layer records the graph from that layer only; finding the default
     # layer on the way needs it from the input, as the pixel maps do.
     layers = [layer] if cam_methods and layer is not None else []
-    pass_ = ForwardPass(model, x, layers, rectifiers, find_default_layer, from_input=pixel_maps or find_default_layer)
+    pass_ = ForwardPass(model, x, layers, rectifiers, find_default_layer, from_input=pixel_maps or find_default_layer, reshape=reshape)
     if find_default_layer:
         layer = pass_.default_layer
         if layer not in pass_.activations:  # changed in place after it ran (densenet), or run twice: record again
-            pass_ = ForwardPass(model, x, [layer], rectifiers, from_input=pixel_maps)
+            pass_ = ForwardPass(model, x, [layer], rectifiers, from_input=pixel_maps, reshape=reshape)
     targets = pass_.targets(target, topk)
     single_class = is_single(target) and topk is None
     single_image = pass_.input.shape[0] == 1
@@ -388,9 +391,10 @@ def input_x_gradient(model, x, target=None):
     return explain(model, x, target, methods="input_x_gradient")["input_x_gradient"]
 
 
-def gradcam(model, x, target=None, layer=None):
-    """Grad-CAM (Selvaraju et al. 2017) at `layer` (default: the last layer with a spatial output), upsampled to x."""
-    return explain(model, x, target, layer, methods="gradcam")["gradcam"]
+def gradcam(model, x, target=None, layer=None, reshape=None):
+    """Grad-CAM (Selvaraju et al. 2017) at `layer` (default: the last layer with a spatial output), upsampled to x.
+    `reshape`: tokens to feature maps, for transformers other than torchvision's and timm's ViTs (see vit.py)."""
+    return explain(model, x, target, layer, methods="gradcam", reshape=reshape)["gradcam"]
 
 
 def guided_gradcam(model, x, target=None, layer=None):

@@ -310,8 +310,13 @@ def list_layers(model, x=None):
     plain nn.Sequential (vgg's `features`, EfficientNet's `blocks`), it is the trunk and
     its children are listed instead: features.0 ... features.36, blocks.0 ... blocks.6.
     `x`: an input to trace with (default: a blank image of the model's input size).
+    A torchvision or timm vision transformer lists its encoder blocks instead (see vit.py).
     """
     check_model(model)
+    from .vit import token_layers  # vit.py imports this module
+
+    if token_layers(model):
+        return token_layers(model)
     candidates = layer_candidates(model)
     spatial = []  # in the order their outputs appear
 

@@ -3,7 +3,8 @@
 Starts JupyterLab as `make lab` does, on a free loopback port with a token, over a copy of the
 notebooks (JupyterLab autosaves, and must not overwrite the committed outputs). For each notebook:
 Run All Cells, no error shown, the explorer's widgets present, and moving the class and layer
-sliders changes the displayed image. Screenshots of each explorer go to artifacts/browser/.
+sliders changes the displayed image; in 07-09, moving every slider of the topic's own explorer
+changes its picture too. Screenshots of each explorer go to artifacts/browser/.
 
 Run it alone with `.venv/bin/python -m pytest tests/test_browser.py`. It needs Debian's chromium
 (`make test` installs it with apt-get when it can); without it the test is skipped, saying why.
@@ -106,17 +107,17 @@ def menu_command(page, menu, command):
     item.click()
 
 
-def explorer_image(page):
-    """The src of the picture the explorer shows: its Image widget."""
-    image = page.locator(".widget-vbox img.widget-image").last
+def explorer_image(page, explorer=None):
+    """The src of the picture an explorer shows (default: the notebook's last one): its Image widget."""
+    image = (explorer.locator("img.widget-image") if explorer is not None else page.locator(".widget-vbox img.widget-image")).last
     image.wait_for(timeout=60_000)
     return image.get_attribute("src")
 
 
-def wait_for_new_image(page, before, what):
+def wait_for_new_image(page, before, what, explorer=None):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if explorer_image(page) != before:
+        if explorer_image(page, explorer) != before:
             return
         page.wait_for_timeout(250)
     raise AssertionError(f"moving the {what} did not change the displayed image")
@@ -161,33 +162,52 @@ def test_notebook_runs_in_jupyterlab_and_its_explorer_responds(lab, browser, nam
         errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
         assert errors.count() == 0, errors.first.inner_text()[:2000]
 
-        explorer = page.locator(".widget-vbox").filter(has=page.locator("img.widget-image")).last
-        explorer.scroll_into_view_if_needed()
-        sliders = explorer.locator(".widget-slider:visible")  # SmoothGrad's and IG's own sliders show only for their method
-        for label in ("Class", "Layer", "Overlay alpha"):
-            assert sliders.filter(has_text=label).count() == 1, f"the {label} slider"
-        assert explorer.locator(".widget-combobox input, .widget-text input[list]").count() >= 1, "the class picker"
-        assert explorer.locator(".widget-upload").count() == 1
-
+        # The series' explorer (01-07, 10) and the topic's own (07-09): every notebook has at least one.
+        explorers = page.locator(".widget-vbox:not(.gu-topic-explorer)").filter(has=page.locator("img.widget-image"))
+        topic = page.locator(".gu-topic-explorer")
+        assert explorers.count() + topic.count() >= 1, "no explorer in the notebook"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"))
+        if explorers.count():
+            explorer = explorers.last
+            explorer.scroll_into_view_if_needed()
+            sliders = explorer.locator(".widget-slider:visible")  # SmoothGrad's and IG's own sliders show only for their method
+            for label in ("Class", "Layer", "Overlay alpha"):
+                assert sliders.filter(has_text=label).count() == 1, f"the {label} slider"
+            assert explorer.locator(".widget-combobox input, .widget-text input[list]").count() >= 1, "the class picker"
+            assert explorer.locator(".widget-upload").count() == 1
 
-        moves = [("Class", "class slider", 0.9), ("Layer", "layer slider", 0.5)]
-        if sliders.filter(has_text="Samples").count():  # notebook 10's explorer starts on SmoothGrad: its own slider too
-            moves.insert(1, ("Samples", "samples slider", 0.1))
-        for label, what, fraction in moves:
-            slider = sliders.filter(has_text=label).first
-            method = explorer.locator("select").first
-            if label == "Layer" and method.evaluate("s => s.options[s.selectedIndex].text") not in ("Grad-CAM", "Guided Grad-CAM"):
-                # A pixel-space method has no layer: switch the explorer's method to Grad-CAM first.
-                before = explorer_image(page)
-                method.select_option(label="Grad-CAM")
-                wait_for_new_image(page, before, "method dropdown")
-            before = explorer_image(page)
-            track = slider.locator(".noUi-target").first
-            box = track.bounding_box()
-            page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
-            wait_for_new_image(page, before, what)
-        explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-moved.png"))
+            explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"))
+
+            moves = [("Class", "class slider", 0.9), ("Layer", "layer slider", 0.5)]
+            if sliders.filter(has_text="Samples").count():  # notebook 10's explorer starts on SmoothGrad: its own slider too
+                moves.insert(1, ("Samples", "samples slider", 0.1))
+            for label, what, fraction in moves:
+                slider = sliders.filter(has_text=label).first
+                method = explorer.locator("select").first
+                if label == "Layer" and method.evaluate("s => s.options[s.selectedIndex].text") not in ("Grad-CAM", "Guided Grad-CAM"):
+                    # A pixel-space method has no layer: switch the explorer's method to Grad-CAM first.
+                    before = explorer_image(page, explorer)
+                    method.select_option(label="Grad-CAM")
+                    wait_for_new_image(page, before, "method dropdown", explorer)
+                before = explorer_image(page, explorer)
+                track = slider.locator(".noUi-target").first
+                box = track.bounding_box()
+                page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
+                wait_for_new_image(page, before, what, explorer)
+            explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-moved.png"))
+
+        # Notebooks 07-09 also have an explorer fitted to their topic: every slider in it must redraw its picture.
+        if topic.count():
+            topic.scroll_into_view_if_needed()
+            topic.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-topic.png"))
+            sliders = topic.locator(".widget-slider:visible")
+            assert sliders.count() >= 2, f"the topic explorer has {sliders.count()} sliders"
+            for index in range(sliders.count()):
+                label = sliders.nth(index).locator(".widget-label").first.inner_text().strip()
+                before = explorer_image(page, topic)
+                box = sliders.nth(index).locator(".noUi-target").first.bounding_box()
+                page.mouse.click(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+                wait_for_new_image(page, before, f"topic explorer's {label} slider", topic)
+            topic.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-topic-moved.png"))
     finally:
         page.close()

@@ -50,6 +50,6 @@ def test_colab_badge_setup_explorer_and_exercises(path):
     assert '"google.colab" in sys.modules' in setup and f'REPOSITORY = "{REPOSITORY}"' in setup
     assert not re.search(r"pip install[^\n]*\b(torch|numpy|ipywidgets)\b", setup), "never reinstall Colab's torch, numpy or ipywidgets"
     assert "Runs in" in text[0] and "You will learn" in text[0]
-    assert any("gu.explore(" in c for c in code)
+    assert any(re.search(r"gu\.explore(_\w+)?\(", c) for c in code), "an explorer: the series' or the topic's"
     assert "Things to try" in text[-1]
     assert any("NBVAL_CHECK_OUTPUT" in c for c in code) or path.stem.startswith("06")
