@@ -21,17 +21,22 @@ from pathlib import Path
 import psutil
 import torch
 from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
-from pytorch_grad_cam import GradCAM as PgcGradCAM
+import pytorch_grad_cam as pgc
+import torchcam.methods as tcm
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torchcam.methods import GradCAM as TorchcamGradCAM
 
 import gradcam_utils as gu
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "cat_dog.png"
 MODELS = {"resnet50": ("resnet50", None, "layer4"), "lite0": ("efficientnet_lite0", "DEFAULT", "bn2")}
+# Score-CAM runs one forward pass per channel: timed at a layer of 80 channels (resnet50's fewest are 256: minutes per job on a CPU).
+SCORE_LAYERS = {"lite0": "blocks.3"}
+# The gradient variants: (our name, pytorch-grad-cam's class, torchcam's class or None)
+VARIANTS = {"Grad-CAM++": ("gradcam_pp", "GradCAMPlusPlus", "GradCAMpp"), "XGrad-CAM": ("xgradcam", "XGradCAM", "XGradCAM"),
+            "HiResCAM": ("hirescam", "HiResCAM", None), "Layer-CAM": ("layercam", "LayerCAM", "LayerCAM")}
 SAMPLES, STEPS = 25, 32  # SmoothGrad's noisy copies, Integrated Gradients' path points
-MANY_POINTS = ("SmoothGrad", "Integrated Gradients")  # each job a few seconds on a CPU: timed fewer times
+MANY_POINTS = ("SmoothGrad", "Integrated Gradients", "Score-CAM")  # each job a few seconds on a CPU: timed fewer times
 
 
 def sync(device):
@@ -65,24 +70,26 @@ def setup(name, device):
     return model, x, layer, classes
 
 
-def jobs(model, x, layer, classes):
+def jobs(model, x, layer, classes, score_layer=None):
     """{(job, library): callable}, each computing the same maps."""
     module = gu.get_layer(model, layer)
     captum_cam = LayerGradCam(model, module)
 
     # Peers that keep hooks on the model are built and released inside their own job,
     # so that no library's hooks run during another library's job.
-    def pgc_job(k):
+    def pgc_job(k, method="GradCAM", at=layer):
         def run():
-            with PgcGradCAM(model, target_layers=[module]) as cam:
+            with getattr(pgc, method)(model, target_layers=[gu.get_layer(model, at)]) as cam:
+                cam.batch_size = 32  # Score-CAM's: the same as ours
                 for c in classes[:k]:
                     cam(input_tensor=x, targets=[ClassifierOutputTarget(c)])
 
         return run
 
-    def torchcam_job(k):
+    def torchcam_job(k, method="GradCAM", at=layer):
         def run():
-            extractor = TorchcamGradCAM(model, target_layer=layer, input_shape=tuple(x.shape[1:]))
+            options = {"batch_size": 32} if method == "ScoreCAM" else {}
+            extractor = getattr(tcm, method)(model, target_layer=at, input_shape=tuple(x.shape[1:]), **options)
             for c in classes[:k]:
                 extractor(c, model(x))
             extractor.remove_hooks()
@@ -109,6 +116,15 @@ def jobs(model, x, layer, classes):
             for c in classes[:k]
         ]
         table[(f"Grad-CAM top-{k}", "torchcam")] = torchcam_job(k)
+    for title, (ours, theirs, torchcams) in VARIANTS.items():
+        table[(f"{title} top-3", "ours")] = lambda ours=ours: getattr(gu, ours)(model, x, classes[:3], layer=layer)
+        table[(f"{title} top-3", "pytorch-grad-cam")] = pgc_job(3, theirs)
+        if torchcams:
+            table[(f"{title} top-3", "torchcam")] = torchcam_job(3, torchcams)
+    for k in (1, 3) if score_layer else ():
+        table[(f"Score-CAM ({score_layer}) top-{k}", "ours")] = lambda k=k: gu.scorecam(model, x, classes[:k], layer=score_layer, progress=False)
+        table[(f"Score-CAM ({score_layer}) top-{k}", "pytorch-grad-cam")] = pgc_job(k, "ScoreCAM", score_layer)
+        table[(f"Score-CAM ({score_layer}) top-{k}", "torchcam")] = torchcam_job(k, "ScoreCAM", score_layer)
     table[("all five, top-3", "ours")] = lambda: gu.explain(model, x, classes[:3], layer=layer)
     table[("all five, top-3", "captum")] = captum_all(3)
 
@@ -248,7 +264,7 @@ def report(device, repeat):
             with torch.no_grad():
                 model(x)
 
-        table = jobs(model, x, layer, classes)
+        table = jobs(model, x, layer, classes, SCORE_LAYERS.get(name))
         times = {key: ratio_of(job, forward, device, max(3, repeat // 5) if key[0].startswith(MANY_POINTS) else repeat) for key, job in table.items()}
         forward_ms = statistics.median(seconds(forward, device) for _ in range(repeat)) * 1000
         print(f"## {name} (layer {layer}, input {tuple(x.shape[-2:])}): one forward = {forward_ms:.1f} ms\n")
@@ -257,11 +273,17 @@ def report(device, repeat):
         for job in dict.fromkeys(j for j, _ in table):
             row = {library: times.get((job, library)) for library in ("ours", "pytorch-grad-cam", "captum", "torchcam")}
             peers = [t for library, t in row.items() if library != "ours" and t is not None]
-            if job.startswith("Grad-CAM"):
+            if job.split(" ")[0] == "Grad-CAM":
                 k = int(job.split("-")[-1])
                 need = {1: None, 3: 2.0, 10: 6.0}[k]
                 target = f"<= 1.5x" + (f", {need:.0f}x faster than the fastest peer" if need else "")
                 ok = row["ours"] <= 1.5 and (need is None or min(peers) / row["ours"] >= need)
+            elif job.split(" ")[0] in VARIANTS:
+                target, ok = "<= 1.5x", row["ours"] <= 1.5
+            elif job.startswith("Score-CAM"):
+                need = 2.5 if job.endswith("top-3") else 1.0
+                target = f"{need}x as fast as the fastest peer" if need > 1 else "no slower than the fastest peer"
+                ok = min(peers) / row["ours"] >= need
             elif job.startswith(MANY_POINTS):
                 need = 1.4 if job.endswith("top-3") else 1.0
                 target = f"{need}x as fast as captum" if need > 1 else "no slower than captum"

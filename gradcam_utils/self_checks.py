@@ -61,6 +61,8 @@ CHECKS = {
     "09.2": Check(_word("no"), "the centre prior never looks at the image and scores about as well on insertion: the score alone is weak evidence", "no", "yes"),
     "10.1": Check(_word("b"), "completeness: the attributions add up to S_c(x) - S_c(x'), the change of the logit from the baseline to the image (b)", "b", "a"),
     "10.2": Check(_word("input_x_gradient", "gradient x input"), "on a linear model the gradient is the same along the path, so IG from a zero baseline is x times the gradient", "input_x_gradient", "smoothgrad"),
+    "11.1": Check(_number(192), "Score-CAM runs one masked image per channel, and reads every class from the same 192 passes", 192, 576),
+    "11.2": Check(_word("eigencam", "eigen-cam"), "Eigen-CAM projects the activations on their first principal component: the class never enters", "eigencam", "cam"),
 }
 
 

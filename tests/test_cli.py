@@ -137,3 +137,19 @@ def test_the_noise_and_path_methods_from_the_command_line_and_the_explorer(tmp_p
     assert explorer.picture_widget.value != before
     explorer.method.value = "gradcam"
     assert all(box.layout.display == "none" for box in explorer.options.values())
+
+
+def test_the_grad_cam_family_from_the_command_line_and_the_explorer(tmp_path, capsys):
+    methods = ["gradcam_pp", "layercam", "eigencam"]
+    assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "--topk", "1", "--methods", *methods, "-o", str(tmp_path), "--device", "cpu"]) in (0, None)
+    assert sorted(f"cat_dog-efficientnet_lite0-{m}-bn2-bull_mastiff.png" for m in methods) == sorted(n for n in pngs(tmp_path) if "summary" not in n)
+    assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "--methods", "cam", "-t", "blocks.5", "-o", str(tmp_path / "no"), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("gradcam-utils: error: cam needs logits = a linear layer") and "\n" not in error
+    import gradcam_utils as gu
+
+    explorer = gu.explore("layercam", gu.load_model(device="cpu"), SAMPLES / "cat_dog.png")
+    assert not explorer.layer.disabled
+    before = explorer.picture_widget.value
+    explorer.layer.value = "blocks.3"
+    assert explorer.picture_widget.value != before
