@@ -71,6 +71,14 @@ def test_raw_maps_equal_torchcams(resnet, images, method, peer, layer):
     torch.testing.assert_close(ours(resnet, images, method, 3, layer), theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()))
 
 
+def test_the_gradient_variants_equal_the_peers_on_the_embedded_model(lite0, cat_dog):
+    for method, peer in [("gradcam", torchcam.GradCAM), ("xgradcam", torchcam.XGradCAM), ("layercam", torchcam.LayerCAM)]:
+        theirs = torchcam_raw(peer, lite0, cat_dog, 243, "blocks.5")
+        torch.testing.assert_close(ours(lite0, cat_dog, method, 243, "blocks.5"), theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()))
+    mine = ours(lite0, cat_dog, "hirescam", 243, "blocks.5")
+    torch.testing.assert_close(minmax(mine), pgc(HiResCAM, lite0, cat_dog, 243, "blocks.5", mine.shape), rtol=1e-4, atol=1e-4)
+
+
 def test_cam_equals_torchcams_on_the_embedded_model(lite0, cat_dog):
     theirs = torchcam_raw(torchcam.CAM, lite0, cat_dog, 243, "bn2", fc_layer="classifier")
     torch.testing.assert_close(ours(lite0, cat_dog, "cam", 243, "bn2"), theirs, rtol=1e-4, atol=1e-4)
