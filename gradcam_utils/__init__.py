@@ -2,7 +2,7 @@
 
 Read in this order: models.py (models, images, layers), methods.py (the five methods and
 their hooks), noise_and_paths.py (SmoothGrad, Integrated Gradients), cam_family.py (CAM, Grad-CAM and its successors), display.py (maps -> pictures),
-explorer.py and topic_explorers.py (the notebooks' widgets), cli.py, evaluation.py (occlusion, sanity checks, faithfulness).
+explorer.py and topic_explorers.py (the notebooks' widgets), cli.py, evaluation.py (occlusion, sanity checks, faithfulness), scorecard.py (every method through the same tests: evaluate).
 """
 
 from .evaluation import area_under, cascade_order, deletion_curve, insertion_curve, occlusion_sensitivity, randomize_layers, spearman, ssim
@@ -23,6 +23,7 @@ from .methods import (
     vanilla_backprop,
 )
 from .cam_family import cam, eigencam, gradcam_pp, hirescam, layercam, scorecam, xgradcam
+from .scorecard import evaluate
 from .topic_explorers import explore_faithfulness, explore_occlusion, explore_randomization
 from .noise_and_paths import integrated_gradients, smoothgrad
 from .self_checks import SelfCheckError, self_check

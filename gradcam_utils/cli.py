@@ -56,10 +56,28 @@ def parser():
     return p
 
 
+def evaluate_parser():
+    p = _Parser(prog="gradcam-utils evaluate", description="Every method through the same tests (notebook 12): a table as CSV and Markdown.")
+    p.add_argument("-i", "--image-path", nargs="+", required=True, help="images; boxes for the pointing game come from samples/boxes.json, by file stem")
+    p.add_argument("-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)")
+    p.add_argument("--methods", nargs="+", choices=[*ALL_METHODS, "occlusion"], help="default: every method, occlusion included")
+    p.add_argument("-t", "--target-layer", nargs="+", default=[], metavar="[METHOD=]LAYER",
+                   help="layer for the layer methods, or for one of them (scorecam=blocks.3); default: the model's last block")
+    p.add_argument("--options", nargs="+", default=[], metavar="METHOD.NAME=VALUE", help="e.g. occlusion.patch=64 smoothgrad.samples=10")
+    p.add_argument("--steps", type=int, default=16, help="steps of the deletion and insertion curves (default: %(default)s)")
+    p.add_argument("--readme", help="also put the table between the <!-- evaluation --> markers of this Markdown file")
+    p.add_argument("-o", "--output-dir", default="results", help="where evaluation.csv and evaluation.md go (default: %(default)s)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--cuda", action=argparse.BooleanOptionalAction, help=argparse.SUPPRESS)
+    return p
+
+
 def main(argv=None):
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    evaluating = bool(argv) and argv[0] == "evaluate"
+    args = (evaluate_parser().parse_args(argv[1:]) if evaluating else parser().parse_args(argv))
     try:
-        run(args)
+        (evaluate_images if evaluating else run)(args)
     except GradCamError as exc:
         print(f"gradcam-utils: error: {exc}", file=sys.stderr)
         return 2
@@ -85,6 +103,60 @@ def run(args):
             get_layer(model, layer)
         return layer_sweep(images, model, args.arch, layers, target, _output_dir(out))
     return explain_images(images, model, args.arch, args.target_layer or default_layer(model), args.topk, args.methods, _output_dir(out))
+
+
+def evaluate_images(args):
+    """`gradcam-utils evaluate`: gu.evaluate's table, written as evaluation.csv and evaluation.md."""
+    from .scorecard import evaluate, to_markdown
+
+    device = _device(args)
+    images = {Path(path).stem: load_image(path) for path in args.image_path}
+    _check_arch(args.arch)
+    model = load_model(args.arch, device=device)
+    layers = dict(_pair(text, "=", "--target-layer", "[METHOD=]LAYER") if "=" in text else (None, text) for text in args.target_layer)
+    for layer in layers.values():
+        get_layer(model, layer)
+    options = {}
+    for text in args.options:
+        key, value = _pair(text, "=", "--options", "METHOD.NAME=VALUE")
+        method, name = _pair(key, ".", "--options", "METHOD.NAME=VALUE")
+        options.setdefault(method, {})[name] = _number(value)
+    if args.steps < 1:
+        raise GradCamError(f"--steps must be at least 1, not {args.steps}")
+    readme = Path(args.readme) if args.readme else None
+    markers = ("<!-- evaluation -->\n", "<!-- /evaluation -->")
+    if readme is not None and not (readme.is_file() and all(m in readme.read_text() for m in markers)):
+        raise GradCamError(f"--readme {readme} is not a file with the markers {markers[0].strip()} and {markers[1]}")
+    out = _output_dir(Path(args.output_dir))
+    layer = {method: name for method, name in layers.items() if method} if any(layers) else layers.get(None)
+    if isinstance(layer, dict) and None in layers:
+        layer = {method: layers.get(method, layers[None]) for method in (args.methods or [*ALL_METHODS, "occlusion"])}
+    table = evaluate(model, images, methods=args.methods, layer=layer, steps=args.steps, options=options)
+    text = f"{args.arch}, {len(images)} images ({', '.join(images)}), each for its top-1 class; mean ± sd over the images.\n\n" + to_markdown(table)
+    _save(out / "evaluation.csv", lambda f: table.to_csv(f, float_format="%.4f"))
+    _save(out / "evaluation.md", lambda f: Path(f).write_text(text))
+    if readme is not None:
+        head, rest = readme.read_text().split(markers[0], 1)
+        _save(readme, lambda f: Path(f).write_text(head + markers[0] + text + markers[1] + rest.split(markers[1], 1)[1]))
+    print(text)
+    print(f"wrote evaluation.csv and evaluation.md to {out}" + (f", and the table into {readme}" if readme else ""))
+    return table
+
+
+def _pair(text, separator, option, form):
+    first, _, second = text.partition(separator)
+    if not first or not second:
+        raise GradCamError(f"{option} takes {form}, not {text!r}")
+    return first, second
+
+
+def _number(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _device(args):

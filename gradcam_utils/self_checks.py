@@ -63,6 +63,8 @@ CHECKS = {
     "10.2": Check(_word("input_x_gradient", "gradient x input"), "on a linear model the gradient is the same along the path, so IG from a zero baseline is x times the gradient", "input_x_gradient", "smoothgrad"),
     "11.1": Check(_number(192), "Score-CAM runs one masked image per channel, and reads every class from the same 192 passes", 192, 576),
     "11.2": Check(_word("eigencam", "eigen-cam"), "Eigen-CAM projects the activations on their first principal component: the class never enters", "eigencam", "cam"),
+    "12.1": Check(_number(1), "the same map for every class: a map's rank correlation with itself is 1, the worst score", 1, 0),
+    "12.2": Check(_word("no"), "a map that never looks at the image scores the same: the score says nothing the position of the subject does not", "no", "yes"),
 }
 
 

@@ -12,7 +12,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 SERIES = [
     "01_vanilla_backprop", "02_deconvnet", "03_guided_backprop", "04_gradcam", "05_guided_gradcam", "06_model_comparison",
-    "07_occlusion", "08_sanity_checks", "09_faithfulness", "10_noise_and_paths", "11_after_gradcam",
+    "07_occlusion", "08_sanity_checks", "09_faithfulness", "10_noise_and_paths", "11_after_gradcam", "12_which_to_trust",
 ]
 
 

@@ -1,0 +1,229 @@
+"""Which explanation should I trust? Every method through the same tests, one table (notebook 12).
+
+- randomization: the map of a fully randomized model (Adebayo et al. 2018, cascading to the stem) against the
+  trained model's: rank correlation of |map| and SSIM. Low = the map depends on the weights.
+- random_logit: the map for the predicted class against the map for a random other class (Sixt et al. 2020):
+  rank correlation of |map|. Low = the map depends on the class.
+- deletion, insertion: the AUC of notebook 09 (Petsiuk et al. 2018). Deletion low, insertion high.
+- pointing: does the map's maximum fall in a box of the class (Zhang et al. 2018); energy: the share of the
+  map's positive mass inside those boxes (Wang et al. 2020). Boxes from samples/boxes.json.
+- cost: the time of one map, in forward passes.
+A random map and a centre prior, which never look at the image, take the faithfulness and localisation tests
+too: a method's number means something only beside theirs.
+"""
+
+import json
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .display import TITLES
+from .evaluation import area_under, cascade_order, deletion_curve, insertion_curve, occlusion_sensitivity, randomize_layers, spearman, ssim
+from .methods import ALL_METHODS, LAYER_METHODS, explain
+from .models import GradCamError, class_index, input_config, load_image, preprocess
+
+METRICS = {
+    "randomization": ("rank corr. random model", "SSIM random model"),
+    "random_logit": ("rank corr. other class",),
+    "deletion": ("deletion AUC",),
+    "insertion": ("insertion AUC",),
+    "pointing": ("pointing game",),
+    "energy": ("energy in box",),
+    "cost": ("cost (forward passes)",),
+}
+BLIND = ("random map", "centre prior")  # image-blind maps: the floor every method's number is read against
+BLIND_METRICS = ("deletion", "insertion", "pointing", "energy")
+
+
+def evaluate(model, images, methods=None, target=None, layer=None, metrics=tuple(METRICS), boxes=None, steps=16, options=None, seed=0, progress=True):
+    """A DataFrame, one row per method (and the two image-blind maps), one column per measure: the mean over the
+    images, and beside it "<measure> sd", the standard deviation.
+
+    `images`: {name: path or PIL image} (the name finds the image's boxes) or a list of paths (named by stem).
+    `methods`: any of ALL_METHODS and "occlusion" (default: all). `target`: a class for every image, else each
+    image's top-1. `layer`: for the layer methods, a name or {method: name}. `boxes`: {name: [box, ...]} as in
+    samples/boxes.json (the default). `steps`: of the deletion and insertion curves. `options`: {method: keyword
+    arguments}, for "occlusion" (patch, stride) and the methods `explain` takes options for.
+    """
+    methods = list(ALL_METHODS) + ["occlusion"] if methods is None else [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in methods if m not in (*ALL_METHODS, "occlusion")] + [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise GradCamError(f"unknown method or metric {unknown[0]!r}; methods: {', '.join(ALL_METHODS)}, occlusion; metrics: {', '.join(METRICS)}")
+    images = _named(images)
+    boxes = load_boxes() if boxes is None else boxes
+    options = options or {}
+    randomized = randomize_layers(model, cascade_order(model), seed) if "randomization" in metrics else None
+    scores = {name: {label: [] for m in metrics for label in METRICS[m]} for name in [*methods, *BLIND]}
+    bar = tqdm(total=len(images) * len(methods), desc="evaluate", unit="map", disable=not progress)
+    for index, (name, image) in enumerate(images.items()):
+        picture = load_image(image)
+        x = preprocess(picture, model)
+        with torch.no_grad():
+            logits = model(x)[0]
+        c = int(logits.argmax()) if target is None else class_index(target, logits.numel())
+        other = _other_class(c, logits.numel(), seed + index)
+        box = box_mask(boxes.get(name, []), c, picture.size, model, x.device)
+        forward = _forward_seconds(model, x)
+        blind = {"random map": torch.rand(x.shape[-2:], generator=torch.Generator().manual_seed(seed + index)).to(x.device), "centre prior": centre_prior(x)}
+        for method in methods:
+            where = layer.get(method) if isinstance(layer, dict) else layer
+            timed = [_timed(model, x, method, k, where, options.get(method, {})) for k in ([c, other] if "random_logit" in metrics else [c])]
+            map_ = timed[0][0]
+            found = scores[method]
+            if "cost" in metrics:  # the faster of the two maps: the first may pay for warming up
+                found["cost (forward passes)"].append(min(seconds for _, seconds in timed) / forward)
+            if "randomization" in metrics:
+                after = explanation(randomized, x, method, c, where, options.get(method, {}))
+                found["rank corr. random model"].append(_rank(map_, after))
+                found["SSIM random model"].append(ssim(map_, after))
+            if "random_logit" in metrics:
+                found["rank corr. other class"].append(_rank(map_, timed[1][0]))
+            _faithful_and_local(found, metrics, model, x, map_, c, box, steps)
+            bar.update()
+        for blind_name, map_ in blind.items():
+            _faithful_and_local(scores[blind_name], metrics, model, x, map_, c, box, steps)
+    bar.close()
+    return _table(scores, methods, metrics)
+
+
+def explanation(model, x, method, target, layer=None, options=None):
+    """One map [H, W] or [3, H, W] of `method` for class `target`: occlusion, or any of ALL_METHODS."""
+    options = options or {}
+    if method == "occlusion":
+        return occlusion_sensitivity(model, x, target, progress=False, **options)
+    if method == "scorecam":
+        options = {"progress": False, **options}
+    return explain(model, x, target, layer if method in LAYER_METHODS else None, methods=[method], options={method: options} if options else None)[method]
+
+
+def _timed(model, x, method, target, layer, options):
+    start = time.perf_counter()
+    map_ = explanation(model, x, method, target, layer, options)
+    return map_, time.perf_counter() - start
+
+
+def _faithful_and_local(found, metrics, model, x, map_, target, box, steps):
+    if "deletion" in metrics:
+        found["deletion AUC"].append(area_under(*deletion_curve(model, x, map_, target, steps=steps)))
+    if "insertion" in metrics:
+        found["insertion AUC"].append(area_under(*insertion_curve(model, x, map_, target, steps=steps)))
+    if box is not None and "pointing" in metrics:
+        found["pointing game"].append(pointing_game(map_, box))
+    if box is not None and "energy" in metrics:
+        found["energy in box"].append(energy_in_box(map_, box))
+
+
+def _rank(a, b):
+    with warnings.catch_warnings():  # a constant map has no ranking: NaN, left out of the mean
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return spearman(a, b, absolute=True)
+
+
+def _table(scores, methods, metrics):
+    rows = {}
+    for name, found in scores.items():
+        row = {}
+        for label in (label for m in metrics for label in METRICS[m]):
+            values = [v for v in found[label] if not math.isnan(v)]
+            row[label] = statistics.fmean(values) if values else math.nan
+            row[f"{label} sd"] = statistics.stdev(values) if len(values) > 1 else math.nan
+        rows[TITLES.get(name, name)] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def to_markdown(table, digits=2):
+    """The table as Markdown, each measure as "mean ± sd" (blank where a test does not apply)."""
+    measures = [c for c in table.columns if not c.endswith(" sd")]
+    lines = ["| method | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
+    for name, row in table.iterrows():
+        cells = []
+        for m in measures:
+            mean, sd = row[m], row.get(f"{m} sd", math.nan)
+            cells.append("" if math.isnan(mean) else f"{mean:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _named(images):
+    if isinstance(images, dict):
+        return dict(images)
+    if isinstance(images, (str, Path)):
+        images = [images]
+    return {Path(image).stem if isinstance(image, (str, Path)) else f"image {i}": image for i, image in enumerate(images)}
+
+
+def _other_class(target, classes, seed):
+    other = int(torch.randint(classes - 1, (1,), generator=torch.Generator().manual_seed(seed)))
+    return other + (other >= target)
+
+
+def _forward_seconds(model, x):
+    times = []
+    with torch.no_grad():
+        for _ in range(3):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load_boxes(path=None):
+    """{image name: [box, ...]}: samples/boxes.json beside the package in a checkout, inside it in a wheel."""
+    here = Path(__file__).resolve().parent
+    candidates = [Path(path)] if path is not None else [here.parent / "samples" / "boxes.json", here / "samples" / "boxes.json"]
+    for candidate in candidates:
+        if candidate.exists():
+            return json.loads(candidate.read_text())
+    raise GradCamError(f"no boxes file at {candidates[0]}; give boxes={{name: [{{'box': [left, top, right, bottom], 'classes': [[first, last]]}}]}}")
+
+
+def box_mask(boxes, target, size, model, device="cpu"):
+    """[H, W] bool, True inside the boxes that stand for `target`, carried through the model's resize and centre crop;
+    None when no box does. `size`: the original photo's (width, height)."""
+    mine = [b["box"] for b in boxes if any(first <= target <= last for first, last in b["classes"])]
+    if not mine:
+        return None
+    resize, crop, _, _ = input_config(model)
+    width, height = size
+    scale = resize / min(width, height)
+    left, top = (round(width * scale) - crop) / 2, (round(height * scale) - crop) / 2
+    mask = torch.zeros(crop, crop, dtype=torch.bool, device=device)
+    for x0, y0, x1, y1 in mine:
+        columns = [min(max(round(v * scale - left), 0), crop) for v in (x0, x1)]
+        rows = [min(max(round(v * scale - top), 0), crop) for v in (y0, y1)]
+        mask[rows[0] : rows[1], columns[0] : columns[1]] = True
+    return mask
+
+
+def _saliency(map_):
+    map_ = torch.as_tensor(map_).detach().double()
+    return map_.abs().sum(0) if map_.dim() == 3 else map_
+
+
+def pointing_game(map_, box):
+    """1 when the map's maximum falls inside the box, else 0 (a constant map points nowhere: 0)."""
+    saliency = _saliency(map_)
+    if bool((saliency == saliency.flatten()[0]).all()):
+        return 0.0
+    return float(box.flatten()[int(saliency.flatten().argmax())])
+
+
+def energy_in_box(map_, box):
+    """The share of the map's positive mass inside the box, in [0, 1] (NaN for a map with none)."""
+    energy = _saliency(map_).clamp(min=0)
+    total = float(energy.sum())
+    return float(energy[box.to(energy.device)].sum()) / total if total > 0 else math.nan
+
+
+def centre_prior(x):
+    """A Gaussian bump in the middle of the frame, sigma a quarter of the side: where photographers put their subject."""
+    height, width = x.shape[-2:]
+    rows, columns = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    sigma = min(height, width) / 4
+    return torch.exp(-((rows - (height - 1) / 2) ** 2 + (columns - (width - 1) / 2) ** 2) / (2 * sigma**2)).to(x.device)
