@@ -84,3 +84,13 @@ def test_the_command_line_writes_the_table_as_csv_and_markdown(tmp_path, capsys)
     assert cli.main(["evaluate", "-i", str(missing), "-o", str(tmp_path / "none"), "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"image not found: {missing}")
     assert not (tmp_path / "none").exists()  # nothing made before the arguments were checked
+
+
+def test_an_image_blind_map_scores_the_same_on_every_image(lite0):
+    photos = {"dog": SAMPLES / "cat_dog.png", "coffee": SAMPLES / "coffee.jpg"}  # 224 x 224, and 600 x 400: cropped to its middle 400
+    left_half = {"dog": [0, 0, 112, 224], "coffee": [0, 0, 300, 400]}  # of the crop the model sees, for any class
+    boxes = {name: [{"label": "left half", "box": box, "classes": [[0, 999]]}] for name, box in left_half.items()}
+    table = gu.evaluate(lite0, photos, methods=["gradcam"], metrics=("pointing", "energy"), boxes=boxes, progress=False)
+    assert table["energy in box sd"]["centre prior"] == pytest.approx(0, abs=1e-9)  # the centre prior never sees the photo
+    assert table["energy in box"]["centre prior"] == pytest.approx(0.5, abs=0.01)  # and is symmetric about the middle
+    assert table["energy in box sd"]["Grad-CAM"] > 0.01  # Grad-CAM does see it
