@@ -51,7 +51,9 @@ class TopLeft(nn.Module):
 
 def test_deleting_a_toy_models_true_evidence_first_beats_the_image_blind_maps():
     photo = Image.new("RGB", (224, 224), (250, 250, 250))
-    table = gu.evaluate(TopLeft().eval(), {"white": photo}, methods=["vanilla_backprop"], metrics=("deletion", "cost"), progress=False)
+    table = gu.evaluate(TopLeft().eval(), {"white": photo}, methods=["vanilla_backprop"], metrics=("deletion", "cost", "randomization"), progress=False)
+    # Its only layer does not reach the answer: randomizing it cannot change the map, and the test must say so.
+    assert table["rank corr. random model"]["Vanilla backpropagation"] == pytest.approx(1) and table["SSIM random model"]["Vanilla backpropagation"] == pytest.approx(1)
     deletion = table["deletion AUC"]
     assert deletion["Vanilla backpropagation"] < deletion["random map"] - 0.01
     assert deletion["Vanilla backpropagation"] < deletion["centre prior"] - 0.01
