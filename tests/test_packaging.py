@@ -1,5 +1,6 @@
 """Packaging: pyproject and environment.yml agree, and the README's two commands are what CI runs."""
 
+import json
 import os
 import re
 import shutil
@@ -53,9 +54,9 @@ def test_a_plain_install_brings_the_sample_image(tmp_path):
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", tmp_path, source], check=True, capture_output=True)
     wheel = next(tmp_path.glob("gradcam_utils-*.whl"))
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True, capture_output=True)
-    code = "import gradcam_utils, gradcam_utils.explorer as e; print(gradcam_utils.__file__); print(e.sample_image())"
+    code = "import gradcam_utils, gradcam_utils.explorer as e, gradcam_utils.scorecard as s; print(gradcam_utils.__file__); print(e.sample_image()); print(len(s.load_boxes()))"
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     printed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.split()
     site = tmp_path / "site" / "gradcam_utils"
-    assert printed == [str(site / "__init__.py"), str(site / "samples" / "cat_dog.png")]
+    assert printed == [str(site / "__init__.py"), str(site / "samples" / "cat_dog.png"), str(len(json.loads((ROOT / "samples" / "boxes.json").read_text())))]
     assert (site / "samples" / "README.md").read_text() == (ROOT / "samples" / "README.md").read_text()  # the images' attribution
