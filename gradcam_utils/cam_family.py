@@ -54,7 +54,7 @@ def class_activation_map(pass_, targets, activations, layer):
     linears = [m for m in pass_.model.modules() if isinstance(m, torch.nn.Linear) and m.in_features == channels]
     pooled = activations.mean(dim=(2, 3))
     logits = pass_.logits.detach()
-    if not any(_is_head(linear, pooled, logits) for linear in linears[-1:]):
+    if not linears or not _is_head(linears[-1], pooled, logits):
         raise GradCamError(
             f"cam needs logits = a linear layer on the global average of {layer!r}, and this model's are not; "
             "give the layer that feeds the global pooling, or use gradcam, which equals CAM wherever CAM applies"

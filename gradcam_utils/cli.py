@@ -128,9 +128,8 @@ def evaluate_images(args):
     if readme is not None and not (readme.is_file() and all(m in readme.read_text() for m in markers)):
         raise GradCamError(f"--readme {readme} is not a file with the markers {markers[0].strip()} and {markers[1]}")
     out = _output_dir(Path(args.output_dir))
-    layer = {method: name for method, name in layers.items() if method} if any(layers) else layers.get(None)
-    if isinstance(layer, dict) and None in layers:
-        layer = {method: layers.get(method, layers[None]) for method in (args.methods or [*ALL_METHODS, "occlusion"])}
+    default = layers.pop(None, None)  # a bare LAYER: for every method not named
+    layer = {method: layers.get(method, default) for method in args.methods or [*ALL_METHODS, "occlusion"]} if layers else default
     table = evaluate(model, images, methods=args.methods, layer=layer, steps=args.steps, options=options)
     text = f"{args.arch}, {len(images)} images ({', '.join(images)}), each for its top-1 class; mean ± sd over the images.\n\n" + to_markdown(table)
     _save(out / "evaluation.csv", lambda f: table.to_csv(f, float_format="%.4f"))
