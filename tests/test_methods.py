@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
 
 import gradcam_utils as gu
 from conftest import assert_maps_close, assert_unchanged, snapshot
@@ -42,6 +43,32 @@ def test_one_call_for_k_classes_equals_k_calls_of_one_class(lite0, cat_dog):
         for method in gu.METHODS:
             torch.testing.assert_close(together[method][i], alone[method], rtol=1e-5, atol=1e-7)
     assert together["targets"].tolist() == CLASSES
+
+
+@pytest.mark.parametrize("rule", ["vanilla", "deconvnet", "guided"])
+def test_the_k_classes_in_one_batched_backward_pass_equal_one_pass_each(rule):
+    # A GPU takes the batched pass for one image (ForwardPass.pixel_map); here both run on the CPU.
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    pass_ = gu.methods.ForwardPass(model, torch.randn(1, 3, 64, 64))
+    targets = pass_.targets(topk=3)
+    one_each = pass_._gradients(targets, pass_.input, rule)
+    batched = pass_._gradients(targets, pass_.input, rule, batched=True)
+    assert one_each.abs().amax() > 0 and not torch.equal(one_each[0], one_each[1])
+    torch.testing.assert_close(batched, one_each, rtol=1e-5, atol=1e-7)
+
+
+def test_a_pass_read_for_the_last_time_frees_its_graph_after_the_last_class():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(2, 3, 64, 64)
+    kept = gu.methods.ForwardPass(model, x)
+    freed = gu.methods.ForwardPass(model, x)
+    targets = kept.targets(topk=2)
+    torch.testing.assert_close(freed.pixel_map(targets, "vanilla", last_use=True), kept.pixel_map(targets, "vanilla"))
+    kept.pixel_map(targets, "guided")  # still readable
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        freed.pixel_map(targets, "guided")
 
 
 def test_a_batch_equals_a_loop_over_its_images(lite0, cat_dog):

