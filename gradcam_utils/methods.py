@@ -86,6 +86,10 @@ class Rectifier(torch.autograd.Function):
         return g, None, None, None
 
 
+# torch warns once, harmlessly, when its backward thread first calls cuBLAS on a GPU: not the caller's concern.
+# A filter set once here, not around each backward pass: catch_warnings would reset which warnings were already shown.
+warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no current CUDA context")
+
 _RELU = {torch.relu, torch.Tensor.relu}
 _RELU_INPLACE = {torch.relu_, torch.Tensor.relu_}
 _NOT_RECTIFIERS = {F.silu, F.gelu, F.hardswish, F.mish, F.elu, F.selu, F.celu, F.leaky_relu, F.softplus, F.prelu}
@@ -257,13 +261,10 @@ class ForwardPass:
         self.rule.name = rule
         one_hot = torch.zeros((len(targets), *self.logits.shape), dtype=self.logits.dtype, device=self.logits.device)
         one_hot.scatter_(2, targets[:, :, None], 1.0)
-        with warnings.catch_warnings():
-            # torch warns once, harmlessly, when its backward thread first calls cuBLAS on a GPU: not the caller's concern.
-            warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no current CUDA context")
-            if batched:
-                return torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=not last_use, is_grads_batched=True)[0]
-            rows = len(one_hot)
-            return torch.stack([torch.autograd.grad(self.logits, wrt, row, retain_graph=not (last_use and i == rows - 1))[0] for i, row in enumerate(one_hot)])
+        if batched:
+            return torch.autograd.grad(self.logits, wrt, one_hot, retain_graph=not last_use, is_grads_batched=True)[0]
+        rows = len(one_hot)
+        return torch.stack([torch.autograd.grad(self.logits, wrt, row, retain_graph=not (last_use and i == rows - 1))[0] for i, row in enumerate(one_hot)])
 
     def pixel_map(self, targets, rule, last_use=False):
         """d logit / d input with `rule` ("vanilla", "deconvnet" or "guided") at every rectifier: [k, B, 3, H, W].

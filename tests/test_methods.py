@@ -257,6 +257,15 @@ def test_activations_that_are_not_rectifiers_are_named_in_a_warning():
         gu.vanilla_backprop(model, torch.randn(1, 3, 64, 64), 1)  # the plain gradient is exact: nothing to warn about
 
 
+def test_a_warning_repeated_in_a_loop_is_shown_once_as_python_does():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own: once per place in the code
+        for _ in range(3):
+            gu.guided_backprop(model, torch.randn(1, 3, 16, 16), 1)
+    assert sum("not rectifiers" in str(w.message) for w in caught) == 1
+
+
 def test_bad_tensors_targets_and_layers_get_one_line_errors(lite0, cat_dog):
     no_conv = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
     cases = [
