@@ -1,7 +1,7 @@
 """Pixel maps averaged over many inputs near x: SmoothGrad (noisy copies) and Integrated Gradients (a path).
 
 Both run the pixel maps of methods.py on a batch of points instead of on x alone. Each batch is
-one `ForwardPass`; the k target classes share it (one backward pass per class, as for x). Random
+one `ForwardPass`; the k target classes share it (one backward pass per class, as for x on a CPU). Random
 points are drawn on x's device (on a GPU, drawing on the CPU and copying cost several forward
 passes), with a generator of their own, so that the caller's random state is left alone: a seed
 gives the same maps on the same device, but a CPU and a GPU draw different numbers.
