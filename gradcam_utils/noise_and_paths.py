@@ -60,13 +60,14 @@ def _mean_map(pass_, point, steps, weights, targets, method, batch_size, squared
     size = default_batch_size(x.device) if batch_size is None else _positive_whole("batch_size", batch_size)
     for start in range(0, steps * images, size):
         rows = torch.arange(start, min(start + size, steps * images), device=x.device)
-        points = point(rows // images, rows % images)
+        owner = rows % images
+        points = point(rows // images, owner)
         maps = _pixel_maps_at(pass_.model, points, flat_targets[:, rows], rule)
         if method == "input_x_gradient":
             maps = maps * points
         if squared:
             maps = maps * maps
-        total.index_add_(1, rows % images, maps * weights[rows, None, None, None])
+        total.index_add_(1, owner, maps * weights[rows, None, None, None])
     return total
 
 

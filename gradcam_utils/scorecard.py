@@ -64,12 +64,10 @@ def evaluate(model, images, methods=None, target=None, layer=None, metrics=tuple
     for index, (name, image) in enumerate(images.items()):
         picture = load_image(image)
         x = preprocess(picture, model)
-        with torch.no_grad():
-            logits = model(x)[0]
+        forward, logits = _forward_seconds(model, x)
         c = int(logits.argmax()) if target is None else class_index(target, logits.numel())
         other = _other_class(c, logits.numel(), seed + index)
         box = box_mask(boxes.get(name, []), c, picture.size, model, x.device)
-        forward = _forward_seconds(model, x)
         blind = {"random map": torch.rand(x.shape[-2:], generator=torch.Generator().manual_seed(seed + index)).to(x.device), "centre prior": centre_prior(x)}
         for method in methods:
             where = layer.get(method) if isinstance(layer, dict) else layer
@@ -164,13 +162,14 @@ def _other_class(target, classes, seed):
 
 
 def _forward_seconds(model, x):
+    """The median time of a plain forward pass on x, and the logits [num_classes] it gives."""
     times = []
     with torch.no_grad():
         for _ in range(3):
             start = time.perf_counter()
-            model(x)
+            logits = model(x)[0]
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), logits
 
 
 def load_boxes(path=None):
