@@ -144,7 +144,9 @@ class ForwardPass:
     pass runs without gradients up to the first of `layers` that it reaches, and records from there on:
     that is all Grad-CAM needs, and the layers below then cost no more than in a plain forward pass.
     With neither, the pass records nothing: its logits only tell the target classes (for the methods that
-    run passes of their own, SmoothGrad and Integrated Gradients).
+    run passes of their own, SmoothGrad and Integrated Gradients), and the model runs on x only when they
+    are read. Classes given by the caller do not need them: their range is checked by `check_classes`
+    against the first pass on points near x, and x costs no forward pass of its own.
     `reshape`: a function from a layer's tokens [B, T, D] to feature maps [B, C, h, w] (default: drop the
     class and register tokens of a torchvision or timm ViT, see vit.py); the activations are kept as tokens.
     `find_default_layer`: also find default_layer(model) on the way, as `self.default_layer`, and keep
@@ -165,6 +167,10 @@ class ForwardPass:
         self.not_rectifiers = set()
         self.activations = {}
         self.spatial = []  # the candidates for the default layer whose outputs were feature maps, in order
+        self.unchecked_class = None  # the largest class given to targets() before the number of classes was known
+        self._logits = None
+        if not (from_input or layers or find_default_layer):
+            return
         candidates = layer_candidates(model) if find_default_layer else {}
         maybe_default = {}  # {name: (activations, version)} of the candidates that may still be the default layer
         handles = [module.register_forward_hook(self._candidate_keeper(name, maybe_default)) for name, module in candidates.items()]
@@ -174,10 +180,10 @@ class ForwardPass:
                 if rectifiers:
                     mode = _RectifierMode(self.rule)
                     with mode:
-                        self.logits = run_model(model, self.input)
+                        self._logits = run_model(model, self.input)
                     self.not_rectifiers = mode.not_rectifiers
                 else:
-                    self.logits = run_model(model, self.input)
+                    self._logits = run_model(model, self.input)
         finally:
             for handle in handles:
                 handle.remove()
@@ -232,21 +238,34 @@ class ForwardPass:
         return keep
 
     @property
+    def logits(self):
+        if self._logits is None:  # a pass that records nothing: the model runs on x when the logits are first read
+            with torch.no_grad():
+                self._logits = run_model(self.model, self.input)
+        return self._logits
+
+    @property
     def probabilities(self):
         return self.logits.detach().softmax(dim=1)
 
     def targets(self, target=None, topk=None):
         """Class indices [k, B]: the given class(es) for every image, or each image's top-k (top-1 when both are None)."""
-        num_classes = self.logits.shape[1]
         if target is None:
-            return self.logits.detach().topk(check_topk(1 if topk is None else topk, num_classes), dim=1).indices.T
+            return self.logits.detach().topk(check_topk(1 if topk is None else topk, self.logits.shape[1]), dim=1).indices.T
         if topk is not None:
             raise GradCamError("give either target or topk, not both")
         classes = [target] if is_single(target) or not hasattr(target, "__iter__") else list(target)  # 1.5: class_index says why
         if not classes:
             raise GradCamError("target is an empty list; give at least one class")
-        indices = torch.tensor([class_index(c, num_classes) for c in classes], device=self.logits.device)
-        return indices[:, None].expand(-1, self.logits.shape[0])
+        known = self._logits is not None
+        indices = [class_index(c, self._logits.shape[1] if known else None) for c in classes]
+        self.unchecked_class = None if known else max(indices)
+        return torch.tensor(indices, device=self.input.device)[:, None].expand(-1, len(self.input))
+
+    def check_classes(self, num_classes):
+        """The range check that targets() left undone, given the number of classes read from another pass of the model."""
+        if self.unchecked_class is not None:
+            class_index(self.unchecked_class, num_classes)
 
     def _gradients(self, targets, wrt, rule, batched=False, last_use=False):
         """d logit_target / d wrt for each row of targets [k, B]: [k, *wrt.shape].

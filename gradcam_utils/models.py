@@ -209,7 +209,7 @@ def eval_mode(model):
 
 
 def class_index(name_or_index, num_classes=len(CLASS_NAMES)):
-    """A class index from an index or an ImageNet class name ("bull mastiff")."""
+    """A class index from an index or an ImageNet class name ("bull mastiff"); num_classes None: not known yet."""
     if torch.is_tensor(name_or_index) and name_or_index.dim() == 0 and not name_or_index.is_floating_point():
         name_or_index = int(name_or_index)
     if isinstance(name_or_index, str):
@@ -218,7 +218,9 @@ def class_index(name_or_index, num_classes=len(CLASS_NAMES)):
         return CLASS_NAMES.index(name_or_index)
     if isinstance(name_or_index, bool) or not isinstance(name_or_index, (int, np.integer)):
         raise GradCamError(f"a class must be an int index or an ImageNet class name, not {name_or_index!r}")
-    if not 0 <= name_or_index < num_classes:
+    if name_or_index < 0:
+        raise GradCamError(f"class index {name_or_index} is out of range: classes are numbered from 0")
+    if num_classes is not None and name_or_index >= num_classes:
         raise GradCamError(f"class index {name_or_index} is out of range: this model has {num_classes} classes (0 to {num_classes - 1})")
     return int(name_or_index)
 
@@ -281,7 +283,8 @@ def run_model(model, batch):
             raise
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[0]
-            raise GradCamError(f"the model failed on x of shape {list(batch.shape)}: {reason}; make x with preprocess(image, model)") from None
+            # images, not the batch: SmoothGrad and IG run the model on batches of points near x, not on x
+            raise GradCamError(f"the model failed on images of shape {list(batch.shape[1:])}: {reason}; make x with preprocess(image, model)") from None
     if not torch.is_tensor(logits) or logits.dim() != 2:
         raise GradCamError(f"the model must return class scores [B, num_classes]; it returned {_describe(logits)}")
     return logits

@@ -62,7 +62,7 @@ def _mean_map(pass_, point, steps, weights, targets, method, batch_size, squared
         rows = torch.arange(start, min(start + size, steps * images), device=x.device)
         owner = rows % images
         points = point(rows // images, owner)
-        maps = _pixel_maps_at(pass_.model, points, flat_targets[:, rows], rule)
+        maps = _pixel_maps_at(pass_, points, flat_targets[:, rows], rule)
         if method == "input_x_gradient":
             maps = maps * points
         if squared:
@@ -71,10 +71,13 @@ def _mean_map(pass_, point, steps, weights, targets, method, batch_size, squared
     return total
 
 
-def _pixel_maps_at(model, points, targets, rule):
+def _pixel_maps_at(pass_, points, targets, rule):
     """The pixel maps [k, n, 3, H, W] at a batch of points. Its own function, so that the forward pass and its
-    autograd graph are freed on return: kept alive until the next batch's pass, two graphs would share the peak."""
-    return methods.ForwardPass(model, points, rectifiers=rule != "vanilla").pixel_map(targets, rule, last_use=True).detach()
+    autograd graph are freed on return: kept alive until the next batch's pass, two graphs would share the peak.
+    The points' logits give the number of classes, to check the classes given for x without a pass on x."""
+    at = methods.ForwardPass(pass_.model, points, rectifiers=rule != "vanilla")
+    pass_.check_classes(at.logits.shape[1])
+    return at.pixel_map(targets, rule, last_use=True).detach()
 
 
 def smoothgrad_maps(pass_, targets, method="vanilla_backprop", samples=25, noise=0.15, squared=False, seed=None, batch_size=None):

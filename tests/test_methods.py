@@ -285,7 +285,8 @@ def test_bad_tensors_targets_and_layers_get_one_line_errors(lite0, cat_dog):
         (lambda: gu.gradcam(Toy(), torch.randn(1, 3, 8, 8), layer="unused"), "never reached"),
         (lambda: gu.gradcam(no_conv, torch.randn(1, 3, 8, 8)), "no layer with a spatial"),
         (lambda: gu.gradcam(lite0, torch.zeros(1, 3, 2, 2)), "EfficientNet has no layer with a spatial"),
-        (lambda: gu.vanilla_backprop(no_conv, torch.zeros(1, 3, 16, 16)), r"the model failed on x of shape \[1, 3, 16, 16\]"),
+        (lambda: gu.vanilla_backprop(no_conv, torch.zeros(1, 3, 16, 16)), r"the model failed on images of shape \[3, 16, 16\]"),
+        (lambda: gu.smoothgrad(no_conv, torch.zeros(1, 3, 16, 16), 0, samples=4), r"the model failed on images of shape \[3, 16, 16\]"),
         (lambda: gu.explain(lite0, cat_dog, methods="saliency"), "unknown method 'saliency'"),
     ]
     for call, message in cases:
