@@ -40,8 +40,9 @@ def _generator(seed, device):
 
 
 def default_batch_size(device):
-    """Points per forward pass: on a 2-core CPU, 8 run about 3x faster than 32 at once (cache-bound); a GPU wants more."""
-    return 8 if device.type == "cpu" else 32
+    """Points per forward pass. On a 2-core CPU, batches of 4 ran SmoothGrad on lite0 a fifth faster than batches of 8
+    for one class, and 1.6x as fast for three (smaller buffers are reused, not newly mapped); a GPU wants more."""
+    return 4 if device.type == "cpu" else 32
 
 
 def _mean_map(pass_, point, steps, weights, targets, method, batch_size, squared=False):
@@ -156,7 +157,7 @@ def smoothgrad(model, x, target=None, method="vanilla_backprop", samples=25, noi
 
     `method`: vanilla_backprop, deconvnet, guided_backprop or input_x_gradient. `noise`: the standard
     deviation as a fraction of each image's range. `seed`: the same maps every time, without touching
-    torch's random state. `batch_size`: noisy copies per forward pass (default: 8 on a CPU, 32 on a GPU).
+    torch's random state. `batch_size`: noisy copies per forward pass (default: 4 on a CPU, 32 on a GPU).
     Shapes as for vanilla_backprop.
     """
     options = dict(method=method, samples=samples, noise=noise, squared=squared, seed=seed, batch_size=batch_size)
@@ -168,7 +169,7 @@ def integrated_gradients(model, x, target=None, baseline="black", steps=32, batc
 
     `baseline`: a tensor of x's shape, or "black" (black pixels), "zeros" (the dataset's mean colour,
     captum's default), "blur" (a strongly blurred x) or "noise" (uniform noise drawn with `seed`).
-    `batch_size`: path points per forward pass (default: 8 on a CPU, 32 on a GPU). With `return_delta`, also the
+    `batch_size`: path points per forward pass (default: 4 on a CPU, 32 on a GPU). With `return_delta`, also the
     completeness gap sum(attributions) - (logit(x) - logit(baseline)), one number per map.
     Shapes as for vanilla_backprop.
     """
