@@ -48,8 +48,8 @@ def default_batch_size(device):
 def _mean_map(pass_, point, steps, weights, targets, method, batch_size, squared=False):
     """sum_s weights[s] * map(point s) for each image: weights [S] -> [k, B, 3, H, W].
 
-    `point(s, b)`: the points [n, 3, H, W] of steps s [n] for images b [n], made one batch at a time:
-    all S points at once would add S images to the peak memory. `batch_size` points go through each
+    `point(s, b)`: the points [n, 3, H, W] of steps s [n] for images b [n], made one batch at a time, in order
+    (all S points at once would add S images to the peak memory). `batch_size` points go through each
     forward pass; map is `method`'s pixel map.
     """
     rule = methods.PIXEL_RULES[method]
@@ -94,9 +94,16 @@ def smoothgrad_maps(pass_, targets, method="vanilla_backprop", samples=25, noise
         raise GradCamError(f"noise must be a number of at least 0 (a fraction of the input's range, 0.1 to 0.2 in the paper), not {noise!r}")
     x = pass_.input.detach()
     sigma = noise * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
-    draws = torch.randn((samples, *x.shape), generator=_generator(seed, x.device), device=x.device, dtype=x.dtype)
+    generator = _generator(seed, x.device)
+
+    def noisy(s, b):
+        # Each point's noise is the generator's next draw of one image: the same noise at every batch_size (one draw
+        # of a whole batch would split the stream differently), and one batch of it in memory, not all samples'.
+        noise = torch.stack([torch.randn(x.shape[1:], generator=generator, device=x.device, dtype=x.dtype) for _ in range(len(s))])
+        return x[b] + sigma[b, None, None, None] * noise
+
     weights = torch.full((samples,), 1 / samples, dtype=torch.float64)
-    return _mean_map(pass_, lambda s, b: x[b] + sigma[b, None, None, None] * draws[s, b], samples, weights, targets, method, batch_size, squared)
+    return _mean_map(pass_, noisy, samples, weights, targets, method, batch_size, squared)
 
 
 def baseline_for(pass_, baseline="black", seed=0):

@@ -71,12 +71,26 @@ def test_smoothgrad_is_the_mean_over_the_noisy_copies_as_captum_draws_them(resne
     noise, samples, seed = 0.2, 6, 4
     ours = gu.smoothgrad(model, x, TARGETS[0], samples=samples, noise=noise, seed=seed, batch_size=4)
     sigma = noise * (x.max() - x.min()).item()
-    draws = torch.randn((samples, *x.shape), generator=torch.Generator().manual_seed(seed))
-    loop = sum(gu.vanilla_backprop(model, x + sigma * d, TARGETS[0]) for d in draws) / samples
+    generator = torch.Generator().manual_seed(seed)
+    loop = sum(gu.vanilla_backprop(model, x + sigma * torch.randn(x.shape, generator=generator), TARGETS[0]) for _ in range(samples)) / samples
     assert_maps_close(ours, loop)
     # captum's NoiseTunnel with the same standard deviation: the same kind of average, other draws
     theirs = NoiseTunnel(Saliency(copy_of(model))).attribute(x.clone(), target=TARGETS[0], nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, abs=False)
     assert theirs.shape[1:] == ours.shape
+
+
+def test_each_noisy_copy_is_the_generators_next_draw_at_every_batch_size(resnet):
+    """The noise is drawn a batch at a time, one image per draw, so a seed gives the same maps at every batch_size and
+    only one batch of noise is in memory (all samples' noise at once put SmoothGrad's peak 15 MB above captum's)."""
+    model, _ = resnet
+    x = torch.randn(2, 3, 61, 61, generator=torch.Generator().manual_seed(0))  # 61 x 61: a draw of many images splits the stream otherwise
+    samples, noise, seed = 5, 0.2, 3
+    generator = torch.Generator().manual_seed(seed)
+    sigma = noise * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))[:, None, None, None]
+    copies = [x + sigma * torch.stack([torch.randn(image.shape, generator=generator) for image in x]) for _ in range(samples)]
+    loop = sum(gu.vanilla_backprop(model, copy, TARGETS[0]) for copy in copies) / samples
+    for batch_size in (1, 3, 10):
+        assert_maps_close(gu.smoothgrad(model, x, TARGETS[0], samples=samples, noise=noise, seed=seed, batch_size=batch_size), loop)
 
 
 @pytest.mark.parametrize("method", ["vanilla_backprop", "guided_backprop", "input_x_gradient"])
