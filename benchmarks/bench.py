@@ -19,10 +19,19 @@ import time
 from pathlib import Path
 
 import psutil
-import torch
-from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 import pytorch_grad_cam as pgc
+import torch
 import torchcam.methods as tcm
+from captum.attr import (
+    Deconvolution,
+    GuidedBackprop,
+    GuidedGradCam,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Saliency,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import gradcam_utils as gu
@@ -30,11 +39,16 @@ import gradcam_utils as gu
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "cat_dog.png"
 MODELS = {"resnet50": ("resnet50", None, "layer4"), "lite0": ("efficientnet_lite0", "DEFAULT", "bn2")}
-# Score-CAM runs one forward pass per channel: timed at a layer of 80 channels (resnet50's fewest are 256: minutes per job on a CPU).
+# Score-CAM runs one forward pass per channel: timed at a layer of 80 channels (resnet50's fewest are 256: minutes per
+# job on a CPU).
 SCORE_LAYERS = {"lite0": "blocks.3"}
 # The gradient variants: (our name, pytorch-grad-cam's class, torchcam's class or None)
-VARIANTS = {"Grad-CAM++": ("gradcam_pp", "GradCAMPlusPlus", "GradCAMpp"), "XGrad-CAM": ("xgradcam", "XGradCAM", "XGradCAM"),
-            "HiResCAM": ("hirescam", "HiResCAM", None), "Layer-CAM": ("layercam", "LayerCAM", "LayerCAM")}
+VARIANTS = {
+    "Grad-CAM++": ("gradcam_pp", "GradCAMPlusPlus", "GradCAMpp"),
+    "XGrad-CAM": ("xgradcam", "XGradCAM", "XGradCAM"),
+    "HiResCAM": ("hirescam", "HiResCAM", None),
+    "Layer-CAM": ("layercam", "LayerCAM", "LayerCAM"),
+}
 SAMPLES, STEPS = 25, 32  # SmoothGrad's noisy copies, Integrated Gradients' path points
 MANY_POINTS = ("SmoothGrad", "Integrated Gradients", "Score-CAM")  # each job a few seconds on a CPU: timed fewer times
 
@@ -102,7 +116,9 @@ def jobs(model, x, layer, classes, score_layer=None):
                 Saliency(model).attribute(x, target=c, abs=False)
                 Deconvolution(model).attribute(x, target=c)
                 GuidedBackprop(model).attribute(x, target=c)
-                LayerAttribution.interpolate(captum_cam.attribute(x, target=c, relu_attributions=True), x.shape[-2:], "bilinear")
+                LayerAttribution.interpolate(
+                    captum_cam.attribute(x, target=c, relu_attributions=True), x.shape[-2:], "bilinear"
+                )
                 GuidedGradCam(model, module).attribute(x, target=c, interpolate_mode="bilinear")
 
         return run
@@ -112,7 +128,9 @@ def jobs(model, x, layer, classes, score_layer=None):
         table[(f"Grad-CAM top-{k}", "ours")] = lambda k=k: gu.gradcam(model, x, classes[:k], layer=layer)
         table[(f"Grad-CAM top-{k}", "pytorch-grad-cam")] = pgc_job(k)
         table[(f"Grad-CAM top-{k}", "captum")] = lambda k=k: [
-            LayerAttribution.interpolate(captum_cam.attribute(x, target=c, relu_attributions=True), x.shape[-2:], "bilinear")
+            LayerAttribution.interpolate(
+                captum_cam.attribute(x, target=c, relu_attributions=True), x.shape[-2:], "bilinear"
+            )
             for c in classes[:k]
         ]
         table[(f"Grad-CAM top-{k}", "torchcam")] = torchcam_job(k)
@@ -122,7 +140,9 @@ def jobs(model, x, layer, classes, score_layer=None):
         if torchcams:
             table[(f"{title} top-3", "torchcam")] = torchcam_job(3, torchcams)
     for k in (1, 3) if score_layer else ():
-        table[(f"Score-CAM ({score_layer}) top-{k}", "ours")] = lambda k=k: gu.scorecam(model, x, classes[:k], layer=score_layer, progress=False)
+        table[(f"Score-CAM ({score_layer}) top-{k}", "ours")] = lambda k=k: gu.scorecam(
+            model, x, classes[:k], layer=score_layer, progress=False
+        )
         table[(f"Score-CAM ({score_layer}) top-{k}", "pytorch-grad-cam")] = pgc_job(k, "ScoreCAM", score_layer)
         table[(f"Score-CAM ({score_layer}) top-{k}", "torchcam")] = torchcam_job(k, "ScoreCAM", score_layer)
     table[("all five, top-3", "ours")] = lambda: gu.explain(model, x, classes[:3], layer=layer)
@@ -132,14 +152,27 @@ def jobs(model, x, layer, classes, score_layer=None):
     batch = gu.noise_and_paths.default_batch_size(x.device)
     sigma = 0.15 * (x.max() - x.min()).item()
     for k in (1, 3):
-        table[(f"SmoothGrad ({SAMPLES}) top-{k}", "ours")] = lambda k=k: gu.smoothgrad(model, x, classes[:k], samples=SAMPLES, seed=0)
+        table[(f"SmoothGrad ({SAMPLES}) top-{k}", "ours")] = lambda k=k: gu.smoothgrad(
+            model, x, classes[:k], samples=SAMPLES, seed=0
+        )
         table[(f"SmoothGrad ({SAMPLES}) top-{k}", "captum")] = lambda k=k: [
-            NoiseTunnel(Saliency(model)).attribute(x, target=c, nt_type="smoothgrad", nt_samples=SAMPLES, nt_samples_batch_size=batch, stdevs=sigma, abs=False)
+            NoiseTunnel(Saliency(model)).attribute(
+                x,
+                target=c,
+                nt_type="smoothgrad",
+                nt_samples=SAMPLES,
+                nt_samples_batch_size=batch,
+                stdevs=sigma,
+                abs=False,
+            )
             for c in classes[:k]
         ]
-        table[(f"Integrated Gradients ({STEPS}) top-{k}", "ours")] = lambda k=k: gu.integrated_gradients(model, x, classes[:k], baseline="zeros", steps=STEPS)
+        table[(f"Integrated Gradients ({STEPS}) top-{k}", "ours")] = lambda k=k: gu.integrated_gradients(
+            model, x, classes[:k], baseline="zeros", steps=STEPS
+        )
         table[(f"Integrated Gradients ({STEPS}) top-{k}", "captum")] = lambda k=k: [
-            IntegratedGradients(model).attribute(x, target=c, n_steps=STEPS, internal_batch_size=batch) for c in classes[:k]
+            IntegratedGradients(model).attribute(x, target=c, n_steps=STEPS, internal_batch_size=batch)
+            for c in classes[:k]
         ]
     return table
 
@@ -162,8 +195,8 @@ def batch_ratio(model, x, layer, device, repeat, size=4):
     batch = torch.cat([x, x.flip(-1), x.flip(-2), x * 0.9][:size])
     return {
         method: ratio_of(
-            lambda: gu.explain(model, batch, methods=method, layer=layer),
-            lambda: gu.explain(model, x, methods=method, layer=layer),
+            lambda method=method: gu.explain(model, batch, methods=method, layer=layer),
+            lambda method=method: gu.explain(model, x, methods=method, layer=layer),
             device,
             repeat,
         )
@@ -174,7 +207,14 @@ def batch_ratio(model, x, layer, device, repeat, size=4):
 
 def peak_memory(model_name, job, library, device):
     """Peak memory of one job in a fresh process: bytes above the process's level before the job."""
-    command = [sys.executable, __file__, "--memory-job", json.dumps([model_name, job, library]), "--device", str(device)]
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-job",
+        json.dumps([model_name, job, library]),
+        "--device",
+        str(device),
+    ]
     return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
@@ -210,7 +250,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--write", action="store_true", help="also write the table to docs/benchmark-<device>.md and the README")
+    parser.add_argument(
+        "--write", action="store_true", help="also write the table to docs/benchmark-<device>.md and the README"
+    )
     parser.add_argument("--memory-job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -248,8 +290,14 @@ class Tee:
 
 def report(device, repeat):
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} ({card})")
-    print("Times are medians, as multiples of one plain forward pass (torch.no_grad) of the same model, timed alternately with each job; batch 1.\n")
+    print(
+        f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device "
+        f"{device} ({card})"
+    )
+    print(
+        "Times are medians, as multiples of one plain forward pass (torch.no_grad) of the same model, timed "
+        "alternately with each job; batch 1.\n"
+    )
     missed = []
 
     def check(ok, what):
@@ -260,12 +308,15 @@ def report(device, repeat):
     for name in MODELS:
         model, x, layer, classes = setup(name, device)
 
-        def forward():
+        def forward(model=model, x=x):
             with torch.no_grad():
                 model(x)
 
         table = jobs(model, x, layer, classes, SCORE_LAYERS.get(name))
-        times = {key: ratio_of(job, forward, device, max(3, repeat // 5) if key[0].startswith(MANY_POINTS) else repeat) for key, job in table.items()}
+        times = {
+            key: ratio_of(job, forward, device, max(3, repeat // 5) if key[0].startswith(MANY_POINTS) else repeat)
+            for key, job in table.items()
+        }
         forward_ms = statistics.median(seconds(forward, device) for _ in range(repeat)) * 1000
         print(f"## {name} (layer {layer}, input {tuple(x.shape[-2:])}): one forward = {forward_ms:.1f} ms\n")
         print("| job | ours | pytorch-grad-cam | captum | torchcam | target | met |")
@@ -276,7 +327,7 @@ def report(device, repeat):
             if job.split(" ")[0] == "Grad-CAM":
                 k = int(job.split("-")[-1])
                 need = {1: None, 3: 2.0, 10: 6.0}[k]
-                target = f"<= 1.5x" + (f", {need:.0f}x faster than the fastest peer" if need else "")
+                target = "<= 1.5x" + (f", {need:.0f}x faster than the fastest peer" if need else "")
                 ok = row["ours"] <= 1.5 and (need is None or min(peers) / row["ours"] >= need)
             elif job.split(" ")[0] in VARIANTS:
                 target, ok = "<= 1.5x", row["ours"] <= 1.5
@@ -295,14 +346,28 @@ def report(device, repeat):
             print(f"| {job} | {cells} | {target} | {check(ok, f'{name}: {job}')} |")
 
         change = explorer_change_ratio(model, layer, forward, device, changes=60)
-        print(f"| explorer: one widget change | {change:.2f}x | | | | <= 2x | {check(change <= 2, f'{name}: explorer change')} |")
+        print(
+            f"| explorer: one widget change | {change:.2f}x | | | | <= 2x | "
+            f"{check(change <= 2, f'{name}: explorer change')} |"
+        )
         for method, ratio in batch_ratio(model, x, layer, device, max(5, repeat // 3)).items():
             # 10% for timing noise: the target is "no more per image than a loop over single images".
-            print(f"| batch of 4, per image / one image: {method} | {ratio:.2f} | | | | <= 1 | {check(ratio <= 1.1, f'{name}: batch {method}')} |")
-        for job in ("Grad-CAM top-3", "all five, top-3", f"SmoothGrad ({SAMPLES}) top-1", f"Integrated Gradients ({STEPS}) top-3"):
+            print(
+                f"| batch of 4, per image / one image: {method} | {ratio:.2f} | | | | <= 1 | "
+                f"{check(ratio <= 1.1, f'{name}: batch {method}')} |"
+            )
+        for job in (
+            "Grad-CAM top-3",
+            "all five, top-3",
+            f"SmoothGrad ({SAMPLES}) top-1",
+            f"Integrated Gradients ({STEPS}) top-3",
+        ):
             ours, captum = (peak_memory(name, job, library, device) for library in ("ours", "captum"))
             ok = ours <= captum * 1.05 + 2**20
-            print(f"| peak memory, {job} | {ours / 2**20:.1f} MB | | {captum / 2**20:.1f} MB | | <= captum | {check(ok, f'{name}: memory {job}')} |")
+            print(
+                f"| peak memory, {job} | {ours / 2**20:.1f} MB | | {captum / 2**20:.1f} MB | | <= captum | "
+                f"{check(ok, f'{name}: memory {job}')} |"
+            )
         print()
 
     print("All targets met." if not missed else "Missed: " + "; ".join(missed))

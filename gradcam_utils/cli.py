@@ -1,99 +1,146 @@
 """The command line: the seed's main.py job, `python -m gradcam_utils --image-path IMG --arch ARCH --topk 3`."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Callable, NoReturn
 
 import matplotlib
+import matplotlib.figure
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
 
-matplotlib.use("Agg")  # the command draws to files; no window, whatever the environment says
+from .display import class_labels, default_alpha, overlay, plot_grid
+from .errors import GradCamError, whole_number
+from .forward_pass import ForwardPass
+from .layers import default_layer, get_layer, list_layers
+from .method_table import ALL_METHODS, BY_NAME, METHODS
+from .models import EMBEDDED, check_arch, class_index, class_name, deprocess, load_image, load_model, preprocess
+from .scorecard import EVALUATED, evaluate, to_markdown
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from .display import class_labels, default_alpha, overlay, plot_grid  # noqa: E402
-from .methods import ALL_METHODS, LAYER_METHODS, METHODS, ForwardPass  # noqa: E402
-from .models import (  # noqa: E402
-    EMBEDDED,
-    TORCHVISION_ARCHS,
-    GradCamError,
-    _close_matches,
-    class_index,
-    class_name,
-    default_layer,
-    deprocess,
-    get_layer,
-    list_layers,
-    load_image,
-    load_model,
-    preprocess,
-)
-
-CAM = set(LAYER_METHODS)
+Writer = Callable[[Path], Any]  # writes the file at the path it is given
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2, like every other error of the command
+    def error(self, message: str) -> NoReturn:  # one line, exit status 2, like every other error of the command
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gradcam-utils", description=__doc__)
     p.add_argument("-i", "--image-path", action="append", required=True, help="an image; repeat for several")
-    p.add_argument("-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)")
-    p.add_argument("-t", "--target-layer", help="layer for Grad-CAM, as model.named_modules() names it (default: the model's last block)")
+    p.add_argument(
+        "-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)"
+    )
+    p.add_argument(
+        "-t",
+        "--target-layer",
+        help="layer for Grad-CAM, as model.named_modules() names it (default: the model's last block)",
+    )
     p.add_argument("-k", "--topk", type=int, default=3, help="explain the top-k classes (default: %(default)s)")
     p.add_argument("-o", "--output-dir", default="results", help="where the PNGs go (default: %(default)s)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--cuda", action=argparse.BooleanOptionalAction, help="the seed's spelling of --device cuda / --device cpu")
-    p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS), help="default: the five of notebooks 01-05")
-    p.add_argument("--layer-sweep", nargs="*", metavar="LAYER", help="Grad-CAM of one class at several layers (default: every list_layers layer)")
+    p.add_argument(
+        "--cuda", action=argparse.BooleanOptionalAction, help="the seed's spelling of --device cuda / --device cpu"
+    )
+    p.add_argument(
+        "--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS), help="default: the five of notebooks 01-05"
+    )
+    p.add_argument(
+        "--layer-sweep",
+        nargs="*",
+        metavar="LAYER",
+        help="Grad-CAM of one class at several layers (default: every list_layers layer)",
+    )
     p.add_argument("--compare-archs", nargs="+", metavar="ARCH", help="Grad-CAM of one class across these archs")
-    p.add_argument("--target-class", help="class for --layer-sweep and --compare-archs: ImageNet name or index (default: the top-1 class)")
+    p.add_argument(
+        "--target-class",
+        help="class for --layer-sweep and --compare-archs: ImageNet name or index (default: the top-1 class)",
+    )
     return p
 
 
-def evaluate_parser():
-    p = _Parser(prog="gradcam-utils evaluate", description="Every method through the same tests (notebook 12): a table as CSV and Markdown.")
-    p.add_argument("-i", "--image-path", nargs="+", required=True, help="images; boxes for the pointing game come from samples/boxes.json, by file stem")
-    p.add_argument("-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)")
-    p.add_argument("--methods", nargs="+", choices=[*ALL_METHODS, "occlusion"], help="default: every method, occlusion included")
-    p.add_argument("-t", "--target-layer", nargs="+", default=[], metavar="[METHOD=]LAYER",
-                   help="layer for the layer methods, or for one of them (scorecam=blocks.3); default: the model's last block")
-    p.add_argument("--options", nargs="+", default=[], metavar="METHOD.NAME=VALUE", help="e.g. occlusion.patch=64 smoothgrad.samples=10")
-    p.add_argument("--steps", type=int, default=16, help="steps of the deletion and insertion curves (default: %(default)s)")
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="gradcam-utils evaluate",
+        description="Every method through the same tests (notebook 12): a table as CSV and Markdown.",
+    )
+    p.add_argument(
+        "-i",
+        "--image-path",
+        nargs="+",
+        required=True,
+        help="images; boxes for the pointing game come from samples/boxes.json, by file stem",
+    )
+    p.add_argument(
+        "-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)"
+    )
+    p.add_argument("--methods", nargs="+", choices=EVALUATED, help="default: every method, occlusion included")
+    p.add_argument(
+        "-t",
+        "--target-layer",
+        nargs="+",
+        default=[],
+        metavar="[METHOD=]LAYER",
+        help="layer for the layer methods, or for one of them (scorecam=blocks.3); default: the model's last block",
+    )
+    p.add_argument(
+        "--options",
+        nargs="+",
+        default=[],
+        metavar="METHOD.NAME=VALUE",
+        help="e.g. occlusion.patch=64 smoothgrad.samples=10",
+    )
+    p.add_argument(
+        "--steps", type=int, default=16, help="steps of the deletion and insertion curves (default: %(default)s)"
+    )
     p.add_argument("--readme", help="also put the table between the <!-- evaluation --> markers of this Markdown file")
-    p.add_argument("-o", "--output-dir", default="results", help="where evaluation.csv and evaluation.md go (default: %(default)s)")
+    p.add_argument(
+        "-o", "--output-dir", default="results", help="where evaluation.csv and evaluation.md go (default: %(default)s)"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--cuda", action=argparse.BooleanOptionalAction, help=argparse.SUPPRESS)
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    matplotlib.use("Agg")  # the command draws to files; no window, whatever the environment says
     argv = sys.argv[1:] if argv is None else list(argv)
     evaluating = bool(argv) and argv[0] == "evaluate"
-    args = (evaluate_parser().parse_args(argv[1:]) if evaluating else parser().parse_args(argv))
     try:
-        (evaluate_images if evaluating else run)(args)
+        if evaluating:
+            evaluate_images(evaluate_parser().parse_args(argv[1:]))
+        else:
+            run(parser().parse_args(argv))
     except GradCamError as exc:
         print(f"gradcam-utils: error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def run(args):
+def run(args: argparse.Namespace) -> list[Path]:
     device = _device(args)
-    images = {Path(path): load_image(path) for path in args.image_path}  # every image checked before anything is written
-    target = None if args.target_class is None else class_index(int(args.target_class) if args.target_class.isdigit() else args.target_class)
+    images = {
+        Path(path): load_image(path) for path in args.image_path
+    }  # every image checked before anything is written
+    for arch in args.compare_archs or [args.arch]:
+        check_arch(arch)
+    target = (
+        None
+        if args.target_class is None
+        else class_index(int(args.target_class) if args.target_class.isdigit() else args.target_class)
+    )
     out = Path(args.output_dir)
     if args.compare_archs:
-        for arch in args.compare_archs:
-            _check_arch(arch)
         return compare_archs(images, args.compare_archs, target, device, _output_dir(out))
-    _check_arch(args.arch)
     model = load_model(args.arch, device=device)
     if args.target_layer is not None:
         get_layer(model, args.target_layer)
@@ -102,54 +149,62 @@ def run(args):
         for layer in layers:
             get_layer(model, layer)
         return layer_sweep(images, model, args.arch, layers, target, _output_dir(out))
-    return explain_images(images, model, args.arch, args.target_layer or default_layer(model), args.topk, args.methods, _output_dir(out))
+    return explain_images(
+        images, model, args.arch, args.target_layer or default_layer(model), args.topk, args.methods, _output_dir(out)
+    )
 
 
-def evaluate_images(args):
+def evaluate_images(args: argparse.Namespace) -> Any:
     """`gradcam-utils evaluate`: gu.evaluate's table, written as evaluation.csv and evaluation.md."""
-    from .scorecard import evaluate, to_markdown
-
     device = _device(args)
     images = {Path(path).stem: load_image(path) for path in args.image_path}
-    _check_arch(args.arch)
+    check_arch(args.arch)
     model = load_model(args.arch, device=device)
-    layers = dict(_pair(text, "=", "--target-layer", "[METHOD=]LAYER") if "=" in text else (None, text) for text in args.target_layer)
+    layers = dict(
+        _pair(text, "=", "--target-layer", "[METHOD=]LAYER") if "=" in text else (None, text)
+        for text in args.target_layer
+    )
     for layer in layers.values():
         get_layer(model, layer)
-    options = {}
+    options: dict[str, dict[str, int | float | str]] = {}
     for text in args.options:
         key, value = _pair(text, "=", "--options", "METHOD.NAME=VALUE")
         method, name = _pair(key, ".", "--options", "METHOD.NAME=VALUE")
         options.setdefault(method, {})[name] = _number(value)
-    if args.steps < 1:
-        raise GradCamError(f"--steps must be at least 1, not {args.steps}")
+    whole_number("--steps", args.steps)
     readme = Path(args.readme) if args.readme else None
     markers = ("<!-- evaluation -->\n", "<!-- /evaluation -->")
     if readme is not None and not (readme.is_file() and all(m in readme.read_text() for m in markers)):
         raise GradCamError(f"--readme {readme} is not a file with the markers {markers[0].strip()} and {markers[1]}")
     out = _output_dir(Path(args.output_dir))
     default = layers.pop(None, None)  # a bare LAYER: for every method not named
-    layer = {method: layers.get(method, default) for method in args.methods or [*ALL_METHODS, "occlusion"]} if layers else default
+    layer = {method: layers.get(method, default) for method in args.methods or EVALUATED} if layers else default
     table = evaluate(model, images, methods=args.methods, layer=layer, steps=args.steps, options=options)
-    text = f"{args.arch}, {len(images)} images ({', '.join(images)}), each for its top-1 class; mean ± sd over the images.\n\n" + to_markdown(table)
+    text = (
+        f"{args.arch}, {len(images)} images ({', '.join(images)}), each for its top-1 class; mean ± sd over the "
+        "images.\n\n" + to_markdown(table)
+    )
     _save(out / "evaluation.csv", lambda f: table.to_csv(f, float_format="%.4f"))
     _save(out / "evaluation.md", lambda f: Path(f).write_text(text))
     if readme is not None:
         head, rest = readme.read_text().split(markers[0], 1)
-        _save(readme, lambda f: Path(f).write_text(head + markers[0] + text + markers[1] + rest.split(markers[1], 1)[1]))
+        _save(
+            readme, lambda f: Path(f).write_text(head + markers[0] + text + markers[1] + rest.split(markers[1], 1)[1])
+        )
     print(text)
-    print(f"wrote evaluation.csv and evaluation.md to {out}" + (f", and the table into {readme}" if readme else ""))
+    also = f", and the table into {readme}" if readme else ""
+    print(f"wrote evaluation.csv and evaluation.md to {out}{also}")
     return table
 
 
-def _pair(text, separator, option, form):
+def _pair(text: str, separator: str, option: str, form: str) -> tuple[str, str]:
     first, _, second = text.partition(separator)
     if not first or not second:
         raise GradCamError(f"{option} takes {form}, not {text!r}")
     return first, second
 
 
-def _number(text):
+def _number(text: str) -> int | float | str:
     for kind in (int, float):
         try:
             return kind(text)
@@ -158,23 +213,18 @@ def _number(text):
     return text
 
 
-def _device(args):
+def _device(args: argparse.Namespace) -> torch.device:
     wanted = args.device or ({True: "cuda", False: "cpu"}[args.cuda] if args.cuda is not None else None)
     if wanted == "cuda" and not torch.cuda.is_available():
         raise GradCamError("CUDA was asked for, but torch sees no CUDA device here; use --device cpu")
     return torch.device(wanted or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _check_arch(arch):
-    if arch not in EMBEDDED and arch not in TORCHVISION_ARCHS:
-        raise GradCamError(f"unknown arch {arch!r}{_close_matches(arch, list(EMBEDDED) + list(TORCHVISION_ARCHS))}")
-
-
-def _slug(text):
+def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def _output_dir(path):
+def _output_dir(path: Path) -> Path:
     """The output directory, made once every argument has been checked and before any work starts."""
     if path.exists() and not path.is_dir():
         raise GradCamError(f"the output directory {path} is a file; give a directory with -o")
@@ -187,7 +237,7 @@ def _output_dir(path):
     return path
 
 
-def _save(path, write):
+def _save(path: Path, write: Writer) -> Path:
     """Write through a temporary file, so an interrupted run leaves no truncated PNG behind."""
     temporary = path.with_name(f".{path.name}.partial")
     try:
@@ -200,62 +250,98 @@ def _save(path, write):
     return path
 
 
-def _save_picture(path, picture):
+def _save_picture(path: Path, picture: np.ndarray) -> Path:
     return _save(path, lambda f: plt.imsave(f, picture.clip(0, 1), format="png"))
 
 
-def _save_figure(path, fig):
+def _save_figure(path: Path, fig: matplotlib.figure.Figure) -> Path:
     _save(path, lambda f: fig.savefig(f, format="png", dpi=72))
     plt.close(fig)
     return path
 
 
-def explain_images(images, model, arch, layer, topk, methods, out):
+def _wrote(written: list[Path], out: Path) -> list[Path]:
+    print(f"wrote {len(written)} files to {out}")
+    return written
+
+
+def _record(
+    image: Image.Image, model: torch.nn.Module, layers: Sequence[str], rectifiers: bool, from_input: bool = True
+) -> tuple[ForwardPass, np.ndarray]:
+    """The one forward pass that every map of a command reads, and the picture the maps are drawn on."""
+    x = preprocess(image, model)
+    return ForwardPass(model, x, layers, rectifiers, from_input=from_input), deprocess(x, model)
+
+
+def explain_images(
+    images: dict[Path, Image.Image],
+    model: torch.nn.Module,
+    arch: str,
+    layer: str,
+    topk: int,
+    methods: Sequence[str],
+    out: Path,
+) -> list[Path]:
     """For each image and each of its top-k classes, one PNG per method, plus a classes x methods summary grid."""
+    takes_layer = {m for m in methods if BY_NAME[m].layer}
     steps = tqdm(total=len(images) * topk, unit="class", disable=len(images) < 2)
     written = []
     for path, image in images.items():
-        x = preprocess(image, model)
-        forward = ForwardPass(model, x, layers=[layer] if CAM & set(methods) else [], rectifiers=True)
+        forward, picture = _record(image, model, [layer] if takes_layer else [], rectifiers=True)
         targets = forward.targets(topk=topk)
         probabilities = forward.probabilities[0]
         rows = [(int(i), class_name(int(i)), float(probabilities[i])) for i in targets[:, 0]]
         maps = {method: maps[:, 0] for method, maps in forward.maps(methods, targets, layer).items()}
-        picture = deprocess(x, model)
         print(f"{path.name} ({arch}):")
         for rank, (index, name, probability) in enumerate(rows, start=1):
             print(f"  #{rank}  {probability:.3f}  {name} ({index})")
             for method in methods:
-                suffix = f"-{_slug(layer)}" if method in CAM else ""
-                name_ = f"{path.stem}-{arch}-{method}{suffix}-{_slug(name)}.png"
-                written.append(_save_picture(out / name_, overlay(picture, maps[method][rank - 1], default_alpha(method))))
+                where = f"-{_slug(layer)}" if method in takes_layer else ""
+                file = f"{path.stem}-{arch}-{method}{where}-{_slug(name)}.png"
+                written.append(
+                    _save_picture(out / file, overlay(picture, maps[method][rank - 1], default_alpha(method)))
+                )
             steps.update()
         fig = plot_grid(picture, maps, class_labels(rows), title=f"{path.name}: {arch}, Grad-CAM at {layer}")
         written.append(_save_figure(out / f"{path.stem}-{arch}-summary.png", fig))
     steps.close()
-    print(f"wrote {len(written)} files to {out}")
-    return written
+    return _wrote(written, out)
 
 
-def layer_sweep(images, model, arch, layers, target, out):
+def layer_sweep(
+    images: dict[Path, Image.Image],
+    model: torch.nn.Module,
+    arch: str,
+    layers: Sequence[str],
+    target: int | None,
+    out: Path,
+) -> list[Path]:
     """Grad-CAM of one class at each of several layers: how the map sharpens or blurs with depth."""
     written = []
     for path, image in images.items():
-        x = preprocess(image, model)
-        forward = ForwardPass(model, x, layers=layers, rectifiers=False, from_input=False)
+        forward, picture = _record(image, model, layers, rectifiers=False, from_input=False)
         targets = forward.targets(target)
         name = class_name(int(targets[0, 0]))
-        picture = deprocess(x, model)
         cams = {layer: forward.cam(targets, layer)[0, 0] for layer in layers}
         for layer, cam in cams.items():
-            written.append(_save_picture(out / f"{path.stem}-{arch}-gradcam-{_slug(layer)}-{_slug(name)}.png", overlay(picture, cam)))
-        fig = plot_grid(picture, {"gradcam": list(cams.values())}, layers, title=f"{path.name}: Grad-CAM of {name!r} by layer ({arch})")
+            written.append(
+                _save_picture(
+                    out / f"{path.stem}-{arch}-gradcam-{_slug(layer)}-{_slug(name)}.png", overlay(picture, cam)
+                )
+            )
+        fig = plot_grid(
+            picture,
+            {"gradcam": list(cams.values())},
+            layers,
+            title=f"{path.name}: Grad-CAM of {name!r} by layer ({arch})",
+        )
         written.append(_save_figure(out / f"{path.stem}-{arch}-layers-{_slug(name)}.png", fig))
-    print(f"wrote {len(written)} files to {out}")
-    return written
+    return _wrote(written, out)
 
 
-def compare_archs(images, archs, target, device, out):
+def compare_archs(
+    images: dict[Path, Image.Image], archs: Sequence[str], target: int | None, device: torch.device, out: Path
+) -> list[Path]:
     """Grad-CAM of one class across architectures; archs whose weights can't be had are skipped with a line."""
     models = {}
     for arch in archs:
@@ -269,16 +355,17 @@ def compare_archs(images, archs, target, device, out):
     for path, image in images.items():
         columns, labels, image_target = [], [], target
         for arch, model in models.items():
-            x = preprocess(image, model)
             layer = default_layer(model)
-            forward = ForwardPass(model, x, layers=[layer], rectifiers=False, from_input=False)
+            forward, picture = _record(image, model, [layer], rectifiers=False, from_input=False)
             if image_target is None:
-                image_target = int(forward.targets()[0, 0])  # the first model's top-1 class, then the same class for all
+                # The first model's top-1 class, then the same class for all
+                image_target = int(forward.targets()[0, 0])
             cam = forward.cam(forward.targets(image_target), layer)[0, 0]
-            columns.append(overlay(deprocess(x, model), cam))
+            columns.append(overlay(picture, cam))
             labels.append(f"{arch}\n{layer}, p={float(forward.probabilities[0, image_target]):.3f}")
             name = _slug(class_name(image_target))
             written.append(_save_picture(out / f"{path.stem}-{arch}-gradcam-{_slug(layer)}-{name}.png", columns[-1]))
+        assert image_target is not None  # set by the first model
         fig, axes = plt.subplots(1, len(columns), figsize=(2.4 * len(columns), 2.9), squeeze=False)
         for ax, column, label in zip(axes[0], columns, labels):
             ax.imshow(column)
@@ -287,5 +374,4 @@ def compare_archs(images, archs, target, device, out):
         fig.suptitle(f"{path.name}: Grad-CAM of {class_name(image_target)!r} across architectures", fontsize=10)
         fig.tight_layout()
         written.append(_save_figure(out / f"{path.stem}-archs-{_slug(class_name(image_target))}.png", fig))
-    print(f"wrote {len(written)} files to {out}")
-    return written
+    return _wrote(written, out)

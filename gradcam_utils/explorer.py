@@ -1,74 +1,94 @@
-"""One interactive explorer for every notebook: class, layer, method, overlay and image widgets over one cached forward pass."""
+"""One interactive explorer for every notebook: class, layer, method, overlay and image widgets over one cached forward
+pass."""
+
+from __future__ import annotations
 
 import io
-from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
+import matplotlib.figure
 import matplotlib.pyplot as plt
-from IPython.display import display
+import torch
 
-from .display import TITLES, default_alpha, figure_png, overlay
-from .methods import ALL_METHODS, LAYER_METHODS, ForwardPass
-from .noise_and_paths import BASELINES
-from .models import CLASS_NAMES, GradCamError, class_name, deprocess, last_layer, list_layers, load_image, load_model, preprocess
+from .baselines import BASELINES
+from .display import default_alpha, overlay
+from .errors import GradCamError, whole_number
+from .explorer_base import STYLE, WIDE, ExplorerBase, method_menu, ranked, sample_image
+from .forward_pass import ForwardPass
+from .layers import last_layer, list_layers
+from .method_table import ALL_METHODS, BY_NAME, TITLES
+from .models import CLASS_NAMES, ImageSource, class_name, deprocess, load_image, preprocess
 
-CAM = set(LAYER_METHODS)
 
-
-class Explorer:
+class Explorer(ExplorerBase):
     """The widgets, and the forward pass they all read from.
 
     The forward pass runs once per image, keeping every listed layer's activations and
     recording the rectifiers; moving a slider then costs one backward pass, never a forward.
     """
 
-    def __init__(self, method="gradcam", model=None, image=None, topk=5, layer=None, alpha=None):
-        if method not in ALL_METHODS:
-            raise GradCamError(f"unknown method {method!r}; choose one of: {', '.join(ALL_METHODS)}")
-        self.model = model if model is not None else load_model()
+    def __init__(
+        self,
+        method: str = "gradcam",
+        model: torch.nn.Module | None = None,
+        image: ImageSource | None = None,
+        topk: int = 5,
+        layer: str | None = None,
+        alpha: float | None = None,
+    ) -> None:
+        self.method = method_menu(ALL_METHODS, method)
+        super().__init__(model, topk)
         self.layers = list_layers(self.model)
         if layer is not None and layer not in self.layers:
-            raise GradCamError(f"the explorer's layer slider has no layer {layer!r}; choose one of: {', '.join(self.layers)}")
-        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-            raise GradCamError(f"topk must be a whole number of classes, at least 1, not {topk!r}")
-        self.topk = topk
-        style = {"description_width": "initial"}
-        layout = widgets.Layout(width="480px")
-        self.method = widgets.Dropdown(options=[(TITLES[m], m) for m in ALL_METHODS], value=method, description="Method", style=style)
-        self.class_slider = widgets.SelectionSlider(options=[("-", 0)], description="Class (top-k)", style=style, layout=layout)
+            raise GradCamError(
+                f"the explorer's layer slider has no layer {layer!r}; choose one of: {', '.join(self.layers)}"
+            )
+        self.topk = whole_number("topk", topk)
+        self.alpha.value = default_alpha(method) if alpha is None else alpha
         self.class_picker = widgets.Combobox(
-            options=CLASS_NAMES, placeholder="or type any ImageNet class", ensure_option=True, description="Any class", style=style
+            options=CLASS_NAMES,
+            placeholder="or type any ImageNet class",
+            ensure_option=True,
+            description="Any class",
+            style=STYLE,
         )
         self.layer = widgets.SelectionSlider(
-            options=self.layers, value=layer or last_layer(self.model, self.layers), description="Layer", style=style, layout=layout
+            options=self.layers,
+            value=layer or last_layer(self.model, self.layers),
+            description="Layer",
+            style=STYLE,
+            layout=WIDE,
         )
-        self.alpha = widgets.FloatSlider(
-            value=default_alpha(method) if alpha is None else alpha, min=0, max=1, step=0.05, description="Overlay alpha", style=style
+        self.path = widgets.Text(
+            placeholder="path to another image", description="Image path", continuous_update=False, style=STYLE
         )
-        self.path = widgets.Text(placeholder="path to another image", description="Image path", continuous_update=False, style=style)
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image")
         # SmoothGrad's and Integrated Gradients' own controls, shown only for their method.
-        self.samples = widgets.IntSlider(value=25, min=1, max=50, description="Samples", style=style, continuous_update=False)
-        self.noise = widgets.FloatSlider(value=0.15, min=0, max=0.5, step=0.05, description="Noise", style=style, continuous_update=False)
-        self.steps = widgets.IntSlider(value=32, min=1, max=64, description="Steps", style=style, continuous_update=False)
-        self.baseline = widgets.Dropdown(options=BASELINES, value="black", description="Baseline", style=style)
-        self.options = {"smoothgrad": widgets.HBox([self.samples, self.noise]), "integrated_gradients": widgets.HBox([self.steps, self.baseline])}
-        self.status = widgets.Label()
-        # A PNG in an Image widget, not a figure displayed into an Output widget: headless runs
-        # (nbclient, nbconvert) sometimes hung waiting on the Output widget's messages.
-        self.picture_widget = widgets.Image(format="png")
-        self.widget = widgets.VBox(
-            [
-                widgets.HBox([self.method, self.alpha]),
-                self.class_slider,
-                self.class_picker,
-                self.layer,
-                *self.options.values(),
-                widgets.HBox([self.path, self.upload]),
-                self.status,
-                self.picture_widget,
-            ]
+        self.samples = widgets.IntSlider(
+            value=25, min=1, max=50, description="Samples", style=STYLE, continuous_update=False
         )
+        self.noise = widgets.FloatSlider(
+            value=0.15, min=0, max=0.5, step=0.05, description="Noise", style=STYLE, continuous_update=False
+        )
+        self.steps = widgets.IntSlider(
+            value=32, min=1, max=64, description="Steps", style=STYLE, continuous_update=False
+        )
+        self.baseline = widgets.Dropdown(options=BASELINES, value="black", description="Baseline", style=STYLE)
+        self.options = {
+            "smoothgrad": widgets.HBox([self.samples, self.noise]),
+            "integrated_gradients": widgets.HBox([self.steps, self.baseline]),
+        }
+        self.widget.children = [
+            widgets.HBox([self.method, self.alpha]),
+            self.class_slider,
+            self.class_picker,
+            self.layer,
+            *self.options.values(),
+            widgets.HBox([self.path, self.upload]),
+            self.status,
+            self.picture_widget,
+        ]
         self._quiet = True  # no redraws while the widgets are being set up
         self.set_image(image if image is not None else sample_image())
         self._figure = self._draw_figure()
@@ -82,61 +102,58 @@ class Explorer:
         self._quiet = False
         self.update()
 
-    def set_image(self, image):
+    def set_image(self, image: ImageSource) -> None:
         """Run the one forward pass for a new image and rank its classes."""
         image = load_image(image)
         x = preprocess(image, self.model)
         forward_pass = ForwardPass(self.model, x, layers=self.layers, rectifiers=True)
         self.image, self.forward_pass = image, forward_pass  # only once all of it worked: a bad image changes nothing
         self.picture = deprocess(x, self.model)
-        probabilities = self.forward_pass.probabilities[0]
-        top = probabilities.topk(min(self.topk, probabilities.numel()))
-        self._probabilities = probabilities
+        self._probabilities = self.forward_pass.probabilities[0]
         quiet, self._quiet = self._quiet, True
-        self.class_slider.options = [
-            (f"{rank}. {class_name(int(i))} ({float(p):.3f})", int(i)) for rank, (p, i) in enumerate(zip(*top), start=1)
-        ]
+        self.class_slider.options = ranked(self._probabilities, self.topk)
         self.class_slider.index = 0
         self.class_picker.value = ""
         self._quiet = quiet
 
     @property
-    def target(self):
+    def target(self) -> int:
         """The class shown: the one typed into the picker, else the one on the slider."""
         name = self.class_picker.value
-        return CLASS_NAMES.index(name) if name in CLASS_NAMES else self.class_slider.value
+        return CLASS_NAMES.index(name) if name in CLASS_NAMES else int(self.class_slider.value)
 
-    def compute(self):
+    def compute(self) -> torch.Tensor:
         """The current method's map for the current class and layer: one backward pass on the cached forward."""
         targets = self.forward_pass.targets(self.target)
-        layer = self.layer.value if self.method.value in CAM else None
+        layer = self.layer.value if BY_NAME[self.method.value].layer else None
         options = {  # seed 0: the same noise at every change, so that only the control moved changes the picture
             "smoothgrad": {"samples": self.samples.value, "noise": self.noise.value, "seed": 0},
             "integrated_gradients": {"steps": self.steps.value, "baseline": self.baseline.value},
         }
         return self.forward_pass.maps([self.method.value], targets, layer, options)[self.method.value][0, 0]
 
-    def update(self, change=None):
+    def update(self, change: Any = None) -> None:
         if self._quiet:
             return
-        self.layer.disabled = self.method.value not in CAM
+        takes_layer = BY_NAME[self.method.value].layer
+        self.layer.disabled = not takes_layer
         for method, box in self.options.items():
             box.layout.display = None if self.method.value == method else "none"
         try:
             map_ = self.compute()
         except GradCamError as exc:
-            self.status.value = f"Error: {exc}"
+            self.failed(exc)
             return
         target = self.target
-        where = f" at {self.layer.value}" if self.method.value in CAM else ""
+        where = f" at {self.layer.value}" if takes_layer else ""
         self._input.set_data(self.picture)
         self._explanation.set_data(overlay(self.picture, map_, self.alpha.value))
         self._title.set_text(
             f"{TITLES[self.method.value]}{where}\n{class_name(target)} (p = {float(self._probabilities[target]):.3f})"
         )
-        self.picture_widget.value = figure_png(self._figure)
+        self.show(self._figure)
 
-    def _draw_figure(self):
+    def _draw_figure(self) -> matplotlib.figure.Figure:
         """The figure is built once; each update only swaps its pictures and title."""
         figure, (left, right) = plt.subplots(1, 2, figsize=(7, 3.6))
         plt.close(figure)  # shown only inside the explorer's output, not as a stray figure under the cell
@@ -149,32 +166,32 @@ class Explorer:
         figure.tight_layout()
         return figure
 
-    def _method_changed(self, change):
+    def _method_changed(self, change: dict[str, Any]) -> None:
         quiet, self._quiet = self._quiet, True
         self.alpha.value = default_alpha(change["new"])  # heatmaps over the image, gradients on their own
         self._quiet = quiet
         self.update()
 
-    def _slider_moved(self, change):
+    def _slider_moved(self, change: dict[str, Any]) -> None:
         quiet, self._quiet = self._quiet, True
         self.class_picker.value = ""  # the slider's class wins over a previously typed one
         self._quiet = quiet
         self.update()
 
-    def _load(self, image):
+    def _load(self, image: ImageSource) -> None:
         try:
             self.set_image(image)
         except GradCamError as exc:
-            self.status.value = f"Error: {exc}"
+            self.failed(exc)
             return
         self.status.value = ""
         self.update()
 
-    def _path_changed(self, change):
+    def _path_changed(self, change: dict[str, Any]) -> None:
         if change["new"].strip():
             self._load(change["new"].strip())
 
-    def _uploaded(self, change):
+    def _uploaded(self, change: dict[str, Any]) -> None:
         files = change["new"]
         # ipywidgets 7 gives {name: {"content": bytes, ...}}, ipywidgets 8 a tuple of {"name", "content", ...}.
         files = [{**file, "name": name} for name, file in files.items()] if isinstance(files, dict) else list(files)
@@ -183,19 +200,14 @@ class Explorer:
             upload.name = files[-1]["name"]  # for the error messages
             self._load(upload)
 
-    def _ipython_display_(self):
-        display(self.widget)
 
-
-def sample_image():
-    """samples/cat_dog.png: beside the package in a checkout, inside it (gradcam_utils/samples) in an installed wheel."""
-    here = Path(__file__).resolve().parent
-    for path in (here.parent / "samples" / "cat_dog.png", here / "samples" / "cat_dog.png"):
-        if path.exists():
-            return path
-    raise GradCamError("the sample image samples/cat_dog.png is not installed with gradcam_utils; pass image=<a path or a PIL image>")
-
-
-def explore(method="gradcam", model=None, image=None, topk=5, layer=None, alpha=None):
+def explore(
+    method: str = "gradcam",
+    model: torch.nn.Module | None = None,
+    image: ImageSource | None = None,
+    topk: int = 5,
+    layer: str | None = None,
+    alpha: float | None = None,
+) -> Explorer:
     """The interactive explorer for `method` (any of ALL_METHODS) on `image` (default: samples/cat_dog.png)."""
     return Explorer(method, model, image, topk, layer, alpha)

@@ -12,21 +12,32 @@ A random map and a centre prior, which never look at the image, take the faithfu
 too: a method's number means something only beside theirs.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import statistics
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Union
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .display import TITLES
-from .evaluation import area_under, cascade_order, deletion_curve, insertion_curve, occlusion_sensitivity, randomize_layers, spearman, ssim
-from .methods import ALL_METHODS, LAYER_METHODS, explain
-from .models import GradCamError, class_index, input_config, load_image, preprocess
+from .errors import GradCamError
+from .evaluation import area_under, cascade_order, deletion_curve, insertion_curve, randomize_layers, spearman, ssim
+from .forward_pass import explain
+from .method_table import ALL_METHODS, BY_NAME, TITLES, check_methods
+from .models import ImageSource, class_index, input_config, load_image, preprocess
+from .occlusion import occlusion_sensitivity
+
+Images = Union[Mapping[str, ImageSource], Sequence[ImageSource], ImageSource]
+Boxes = dict[
+    str, list[dict[str, Any]]
+]  # {image name: [{"box": [left, top, right, bottom], "classes": [[first, last], ...]}]}
 
 METRICS = {
     "randomization": ("rank corr. random model", "SSIM random model"),
@@ -39,9 +50,22 @@ METRICS = {
 }
 BLIND = ("random map", "centre prior")  # image-blind maps: the floor every method's number is read against
 BLIND_METRICS = ("deletion", "insertion", "pointing", "energy")
+EVALUATED = (*ALL_METHODS, "occlusion")
 
 
-def evaluate(model, images, methods=None, target=None, layer=None, metrics=tuple(METRICS), boxes=None, steps=16, options=None, seed=0, progress=True):
+def evaluate(
+    model: torch.nn.Module,
+    images: Images,
+    methods: str | Sequence[str] | None = None,
+    target: Any = None,
+    layer: str | Mapping[str, str | None] | None = None,
+    metrics: Sequence[str] = tuple(METRICS),
+    boxes: Boxes | None = None,
+    steps: int = 16,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
     """A DataFrame, one row per method (and the two image-blind maps), one column per measure: the mean over the
     images, and beside it "<measure> sd", the standard deviation.
 
@@ -51,15 +75,18 @@ def evaluate(model, images, methods=None, target=None, layer=None, metrics=tuple
     samples/boxes.json (the default). `steps`: of the deletion and insertion curves. `options`: {method: keyword
     arguments}, for "occlusion" (patch, stride) and the methods `explain` takes options for.
     """
-    methods = list(ALL_METHODS) + ["occlusion"] if methods is None else [methods] if isinstance(methods, str) else list(methods)
-    unknown = [m for m in methods if m not in (*ALL_METHODS, "occlusion")] + [m for m in metrics if m not in METRICS]
+    methods = list(EVALUATED) if methods is None else [methods] if isinstance(methods, str) else list(methods)
+    check_methods(methods, EVALUATED)
+    unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise GradCamError(f"unknown method or metric {unknown[0]!r}; methods: {', '.join(ALL_METHODS)}, occlusion; metrics: {', '.join(METRICS)}")
+        raise GradCamError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
     images = _named(images)
     boxes = load_boxes() if boxes is None else boxes
     options = options or {}
-    randomized = randomize_layers(model, cascade_order(model), seed) if "randomization" in metrics else None
-    scores = {name: {label: [] for m in metrics for label in METRICS[m]} for name in [*methods, *BLIND]}
+    randomized = randomize_layers(model, cascade_order(model), seed) if "randomization" in metrics else model
+    scores: dict[str, dict[str, list[float]]] = {
+        name: {label: [] for m in metrics for label in METRICS[m]} for name in [*methods, *BLIND]
+    }
     bar = tqdm(total=len(images) * len(methods), desc="evaluate", unit="map", disable=not progress)
     for index, (name, image) in enumerate(images.items()):
         picture = load_image(image)
@@ -68,10 +95,16 @@ def evaluate(model, images, methods=None, target=None, layer=None, metrics=tuple
         c = int(logits.argmax()) if target is None else class_index(target, logits.numel())
         other = _other_class(c, logits.numel(), seed + index)
         box = box_mask(boxes.get(name, []), c, picture.size, model, x.device)
-        blind = {"random map": torch.rand(x.shape[-2:], generator=torch.Generator().manual_seed(seed + index)).to(x.device), "centre prior": centre_prior(x)}
+        blind = {
+            "random map": torch.rand(x.shape[-2:], generator=torch.Generator().manual_seed(seed + index)).to(x.device),
+            "centre prior": centre_prior(x),
+        }
         for method in methods:
-            where = layer.get(method) if isinstance(layer, dict) else layer
-            timed = [_timed(model, x, method, k, where, options.get(method, {})) for k in ([c, other] if "random_logit" in metrics else [c])]
+            where = layer.get(method) if isinstance(layer, Mapping) else layer
+            timed = [
+                _timed(model, x, method, k, where, options.get(method, {}))
+                for k in ([c, other] if "random_logit" in metrics else [c])
+            ]
             map_ = timed[0][0]
             found = scores[method]
             if "cost" in metrics:  # the faster of the two maps: the first may pay for warming up
@@ -90,23 +123,42 @@ def evaluate(model, images, methods=None, target=None, layer=None, metrics=tuple
     return _table(scores, methods, metrics)
 
 
-def explanation(model, x, method, target, layer=None, options=None):
+def explanation(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    method: str,
+    target: int,
+    layer: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
     """One map [H, W] or [3, H, W] of `method` for class `target`: occlusion, or any of ALL_METHODS."""
-    options = options or {}
+    options = (
+        {"progress": False, **(options or {})} if "progress" in BY_NAME[method].option_names() else dict(options or {})
+    )
     if method == "occlusion":
-        return occlusion_sensitivity(model, x, target, progress=False, **options)
-    if method == "scorecam":
-        options = {"progress": False, **options}
-    return explain(model, x, target, layer if method in LAYER_METHODS else None, methods=[method], options={method: options} if options else None)[method]
+        return occlusion_sensitivity(model, x, target, **options)
+    where = layer if BY_NAME[method].layer else None
+    return explain(model, x, target, where, methods=[method], options={method: options} if options else None)[method]
 
 
-def _timed(model, x, method, target, layer, options):
+def _timed(
+    model: torch.nn.Module, x: torch.Tensor, method: str, target: int, layer: str | None, options: Mapping[str, Any]
+) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     map_ = explanation(model, x, method, target, layer, options)
     return map_, time.perf_counter() - start
 
 
-def _faithful_and_local(found, metrics, model, x, map_, target, box, steps):
+def _faithful_and_local(
+    found: dict[str, list[float]],
+    metrics: Sequence[str],
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    map_: torch.Tensor,
+    target: int,
+    box: torch.Tensor | None,
+    steps: int,
+) -> None:
     if "deletion" in metrics:
         found["deletion AUC"].append(area_under(*deletion_curve(model, x, map_, target, steps=steps)))
     if "insertion" in metrics:
@@ -117,13 +169,13 @@ def _faithful_and_local(found, metrics, model, x, map_, target, box, steps):
         found["energy in box"].append(energy_in_box(map_, box))
 
 
-def _rank(a, b):
+def _rank(a: torch.Tensor, b: torch.Tensor) -> float:
     with warnings.catch_warnings():  # a constant map has no ranking: NaN, left out of the mean
         warnings.simplefilter("ignore", RuntimeWarning)
         return spearman(a, b, absolute=True)
 
 
-def _table(scores, methods, metrics):
+def _table(scores: dict[str, dict[str, list[float]]], methods: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
     rows = {}
     for name, found in scores.items():
         row = {}
@@ -135,33 +187,40 @@ def _table(scores, methods, metrics):
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def to_markdown(table, digits=2):
+def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
     """The table as Markdown, each measure as "mean ± sd" (blank where a test does not apply)."""
     measures = [c for c in table.columns if not c.endswith(" sd")]
     lines = ["| method | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
     for name, row in table.iterrows():
-        cells = []
-        for m in measures:
-            mean, sd = row[m], row.get(f"{m} sd", math.nan)
-            cells.append("" if math.isnan(mean) else f"{mean:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}"))
+        cells = [_cell(row[m], row.get(f"{m} sd", math.nan), digits) for m in measures]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _named(images):
-    if isinstance(images, dict):
+def _cell(mean: float, sd: float, digits: int) -> str:
+    """ "0.42 ± 0.05"; the mean alone without a spread; blank where the test does not apply."""
+    if math.isnan(mean):
+        return ""
+    if math.isnan(sd):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _named(images: Images) -> dict[str, ImageSource]:
+    if isinstance(images, Mapping):
         return dict(images)
-    if isinstance(images, (str, Path)):
-        images = [images]
-    return {Path(image).stem if isinstance(image, (str, Path)) else f"image {i}": image for i, image in enumerate(images)}
+    listed: Sequence[ImageSource] = [images] if isinstance(images, (str, Path)) else images  # type: ignore[assignment]
+    return {
+        Path(image).stem if isinstance(image, (str, Path)) else f"image {i}": image for i, image in enumerate(listed)
+    }
 
 
-def _other_class(target, classes, seed):
+def _other_class(target: int, classes: int, seed: int) -> int:
     other = int(torch.randint(classes - 1, (1,), generator=torch.Generator().manual_seed(seed)))
     return other + (other >= target)
 
 
-def _forward_seconds(model, x):
+def _forward_seconds(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor]:
     """The median time of a plain forward pass on x, and the logits [num_classes] it gives."""
     times = []
     with torch.no_grad():
@@ -172,17 +231,28 @@ def _forward_seconds(model, x):
     return statistics.median(times), logits
 
 
-def load_boxes(path=None):
+def load_boxes(path: str | Path | None = None) -> Boxes:
     """{image name: [box, ...]}: samples/boxes.json beside the package in a checkout, inside it in a wheel."""
     here = Path(__file__).resolve().parent
-    candidates = [Path(path)] if path is not None else [here.parent / "samples" / "boxes.json", here / "samples" / "boxes.json"]
+    candidates = (
+        [Path(path)] if path is not None else [here.parent / "samples" / "boxes.json", here / "samples" / "boxes.json"]
+    )
     for candidate in candidates:
         if candidate.exists():
             return json.loads(candidate.read_text())
-    raise GradCamError(f"no boxes file at {candidates[0]}; give boxes={{name: [{{'box': [left, top, right, bottom], 'classes': [[first, last]]}}]}}")
+    raise GradCamError(
+        f"no boxes file at {candidates[0]}; give "
+        f"boxes={{name: [{{'box': [left, top, right, bottom], 'classes': [[first, last]]}}]}}"
+    )
 
 
-def box_mask(boxes, target, size, model, device="cpu"):
+def box_mask(
+    boxes: list[dict[str, Any]],
+    target: int,
+    size: tuple[int, int],
+    model: torch.nn.Module,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor | None:
     """[H, W] bool, True inside the boxes that stand for `target`, carried through the model's resize and centre crop;
     None when no box does. `size`: the original photo's (width, height)."""
     mine = [b["box"] for b in boxes if any(first <= target <= last for first, last in b["classes"])]
@@ -200,12 +270,12 @@ def box_mask(boxes, target, size, model, device="cpu"):
     return mask
 
 
-def _saliency(map_):
+def _saliency(map_: Any) -> torch.Tensor:
     map_ = torch.as_tensor(map_).detach().double()
     return map_.abs().sum(0) if map_.dim() == 3 else map_
 
 
-def pointing_game(map_, box):
+def pointing_game(map_: Any, box: torch.Tensor) -> float:
     """1 when the map's maximum falls inside the box, else 0 (a constant map points nowhere: 0)."""
     saliency = _saliency(map_)
     if bool((saliency == saliency.flatten()[0]).all()):
@@ -213,16 +283,19 @@ def pointing_game(map_, box):
     return float(box.flatten()[int(saliency.flatten().argmax())])
 
 
-def energy_in_box(map_, box):
+def energy_in_box(map_: Any, box: torch.Tensor) -> float:
     """The share of the map's positive mass inside the box, in [0, 1] (NaN for a map with none)."""
     energy = _saliency(map_).clamp(min=0)
     total = float(energy.sum())
     return float(energy[box.to(energy.device)].sum()) / total if total > 0 else math.nan
 
 
-def centre_prior(x):
-    """A Gaussian bump in the middle of the frame, sigma a quarter of the side: where photographers put their subject."""
+def centre_prior(x: torch.Tensor) -> torch.Tensor:
+    """A Gaussian bump in the middle of the frame, sigma a quarter of the side: where photographers put their
+    subject."""
     height, width = x.shape[-2:]
-    rows, columns = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    rows, columns = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     sigma = min(height, width) / 4
     return torch.exp(-((rows - (height - 1) / 2) ** 2 + (columns - (width - 1) / 2) ** 2) / (2 * sigma**2)).to(x.device)

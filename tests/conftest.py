@@ -27,7 +27,9 @@ def snapshot(model):
         "modules": [(name, type(m), id(m)) for name, m in model.named_modules()],
         "parameters": [(name, id(p), p.requires_grad) for name, p in model.named_parameters()],
         "flags": [(m.training, getattr(m, "inplace", None)) for m in model.modules()],
-        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
+        "hooks": sum(
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+        ),
         "grads": [p.grad for p in model.parameters()],
     }
 

@@ -1,4 +1,5 @@
-"""The Grad-CAM family against torchcam and pytorch-grad-cam, read from their code, and its promises: shapes, one pass, errors."""
+"""The Grad-CAM family against torchcam and pytorch-grad-cam, read from their code, and its promises: shapes, one pass,
+errors."""
 
 import copy
 
@@ -12,13 +13,16 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torchcam import methods as torchcam
 
 import gradcam_utils as gu
-from gradcam_utils.cam_family import CAM_FAMILY, cams, eigen_cam
+from gradcam_utils.cam_family import cams, eigen_cam
+from gradcam_utils.method_table import CAM_FAMILY
 
 
 def ours(model, x, method, target, layer, **options):
     """Our raw map at the layer's own resolution: [B, h, w]."""
     pass_ = gu.ForwardPass(model, x, [layer], rectifiers=False)
-    return cams(pass_, [method], pass_.targets(target), layer, {method: options} if options else None, upsample_to_input=False)[method][0]
+    return cams(
+        pass_, [method], pass_.targets(target), layer, {method: options} if options else None, upsample_to_input=False
+    )[method][0]
 
 
 def pgc(cls, model, x, target, layer, shape):
@@ -71,19 +75,31 @@ def images():
 
 
 @pytest.mark.parametrize("layer", ["layer4", "layer3"])
-@pytest.mark.parametrize("method, peer", [("gradcam", torchcam.GradCAM), ("xgradcam", torchcam.XGradCAM), ("layercam", torchcam.LayerCAM)])
+@pytest.mark.parametrize(
+    "method, peer", [("gradcam", torchcam.GradCAM), ("xgradcam", torchcam.XGradCAM), ("layercam", torchcam.LayerCAM)]
+)
 def test_raw_maps_equal_torchcams(resnet, images, method, peer, layer):
     theirs = torchcam_raw(peer, resnet, images, 3, layer)
-    torch.testing.assert_close(ours(resnet, images, method, 3, layer), theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()))
+    torch.testing.assert_close(
+        ours(resnet, images, method, 3, layer), theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max())
+    )
 
 
 def test_the_gradient_variants_equal_the_peers_on_the_embedded_model(own_lite0, cat_dog):
     lite0 = own_lite0
-    for method, peer in [("gradcam", torchcam.GradCAM), ("xgradcam", torchcam.XGradCAM), ("layercam", torchcam.LayerCAM)]:
+    for method, peer in [
+        ("gradcam", torchcam.GradCAM),
+        ("xgradcam", torchcam.XGradCAM),
+        ("layercam", torchcam.LayerCAM),
+    ]:
         theirs = torchcam_raw(peer, lite0, cat_dog, 243, "blocks.5")
-        torch.testing.assert_close(ours(lite0, cat_dog, method, 243, "blocks.5"), theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()))
+        torch.testing.assert_close(
+            ours(lite0, cat_dog, method, 243, "blocks.5"), theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max())
+        )
     mine = ours(lite0, cat_dog, "hirescam", 243, "blocks.5")
-    torch.testing.assert_close(minmax(mine), pgc(HiResCAM, lite0, cat_dog, 243, "blocks.5", mine.shape), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        minmax(mine), pgc(HiResCAM, lite0, cat_dog, 243, "blocks.5", mine.shape), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_cam_equals_torchcams_on_the_embedded_model(own_lite0, cat_dog):
@@ -95,23 +111,37 @@ def test_cam_equals_torchcams_on_the_embedded_model(own_lite0, cat_dog):
 
 
 @pytest.mark.parametrize("layer", ["layer4", "layer3"])
-@pytest.mark.parametrize("method, peer", [("hirescam", HiResCAM), ("xgradcam", XGradCAM), ("layercam", LayerCAM), ("gradcam_pp", GradCAMPlusPlus)])
+@pytest.mark.parametrize(
+    "method, peer",
+    [("hirescam", HiResCAM), ("xgradcam", XGradCAM), ("layercam", LayerCAM), ("gradcam_pp", GradCAMPlusPlus)],
+)
 def test_normalised_maps_equal_pytorch_grad_cams(loud_resnet, images, method, peer, layer):
     mine = ours(loud_resnet, images, method, 3, layer)
     torch.testing.assert_close(minmax(mine), pgc(peer, loud_resnet, images, 3, layer, mine.shape), rtol=1e-4, atol=1e-4)
 
 
 def test_gradcam_pp_follows_eq_19_where_pytorch_grad_cams_epsilon_does_not(resnet, images):
-    """pytorch-grad-cam adds 1e-6 to Eq. 19's denominator. Here the gradients' squares are about 1e-6, so that changes its map
+    """pytorch-grad-cam adds 1e-6 to Eq. 19's denominator. Here the gradients' squares are about 1e-6, so that changes
+    its map
     (with the logits 1000 times larger, above, it does not); Eq. 19 is scale-free in no such way, and we follow it."""
     mine = ours(resnet, images, "gradcam_pp", 3, "layer3")
     assert (minmax(mine) - pgc(GradCAMPlusPlus, resnet, images, 3, "layer3", mine.shape)).abs().max() > 5e-3
 
 
 def test_hirescam_is_gradcam_in_front_of_global_pooling_and_not_before(resnet, images):
-    """In front of global average pooling the gradient is the same at every position (the field notes); at layer3 it is not."""
-    torch.testing.assert_close(ours(resnet, images, "hirescam", 3, "layer4"), ours(resnet, images, "gradcam", 3, "layer4"), rtol=1e-4, atol=1e-6)
-    assert not torch.allclose(minmax(ours(resnet, images, "hirescam", 3, "layer3")), minmax(ours(resnet, images, "gradcam", 3, "layer3")), atol=1e-2)
+    """In front of global average pooling the gradient is the same at every position (the field notes); at layer3 it is
+    not."""
+    torch.testing.assert_close(
+        ours(resnet, images, "hirescam", 3, "layer4"),
+        ours(resnet, images, "gradcam", 3, "layer4"),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    assert not torch.allclose(
+        minmax(ours(resnet, images, "hirescam", 3, "layer3")),
+        minmax(ours(resnet, images, "gradcam", 3, "layer3")),
+        atol=1e-2,
+    )
 
 
 def test_eigencam_is_pytorch_grad_cams_projection_up_to_its_sign_and_the_same_for_every_class(resnet, images):
@@ -123,14 +153,16 @@ def test_eigencam_is_pytorch_grad_cams_projection_up_to_its_sign_and_the_same_fo
     theirs = torch.from_numpy(get_2d_projection_with_sign_correction(pass_.activations["layer3"].detach().numpy()))
     torch.testing.assert_close(projection[0], theirs, rtol=1e-3, atol=1e-4 * float(theirs.abs().max()))
     mine = ours(resnet, images, "eigencam", 3, "layer3")
-    peer = pgc(EigenCAM, resnet, images, 3, "layer3", mine.shape)  # no sign correction there: its map is ours or the negative's ReLU
+    # No sign correction there: its map is ours or the negative's ReLU
+    peer = pgc(EigenCAM, resnet, images, 3, "layer3", mine.shape)
     flipped = minmax(F.relu(-projection[0]))
     for i in range(len(images)):
         assert torch.allclose(minmax(mine)[i], peer[i], atol=1e-3) or torch.allclose(flipped[i], peer[i], atol=1e-3)
 
 
 class FullResolution(nn.Module):
-    """A layer at the input's own resolution: Score-CAM's masks need no interpolation, so the peers' choices of it cannot differ."""
+    """A layer at the input's own resolution: Score-CAM's masks need no interpolation, so the peers' choices of it
+    cannot differ."""
 
     def __init__(self):
         super().__init__()
@@ -158,7 +190,15 @@ def test_scorecam_reads_every_class_from_the_same_masked_passes(resnet, images):
     finally:
         handle.remove()
     assert maps.shape == (3, 96, 96)
-    assert calls == [1, 100, 100, 100, 100, 100, 12]  # the image once, then 512 channels in batches of 100: nothing per class
+    assert calls == [
+        1,
+        100,
+        100,
+        100,
+        100,
+        100,
+        12,
+    ]  # the image once, then 512 channels in batches of 100: nothing per class
 
 
 def test_every_family_member_gives_the_shapes_gradcam_gives(resnet, images):
@@ -174,7 +214,9 @@ def test_every_family_member_gives_the_shapes_gradcam_gives(resnet, images):
 
 def test_cam_on_a_head_that_is_not_pooling_then_linear_gets_one_line():
     model = torchvision.models.vgg11(num_classes=10).eval()
-    with pytest.raises(gu.GradCamError, match="cam needs logits = a linear layer on the global average of 'features'") as info:
+    with pytest.raises(
+        gu.GradCamError, match="cam needs logits = a linear layer on the global average of 'features'"
+    ) as info:
         gu.cam(model, torch.randn(1, 3, 64, 64), 0, layer="features")
     assert "\n" not in str(info.value)
     with pytest.raises(gu.GradCamError, match="batch_size must be a whole number of at least 1, not 0"):

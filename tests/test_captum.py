@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, Saliency
+from conftest import assert_maps_close, copy_of
 
 import gradcam_utils as gu
-from conftest import assert_maps_close, copy_of
 
 TARGETS = [3, 500, 999]
 
@@ -28,7 +28,9 @@ def captum_maps(model, x, layer_module, target):
         "deconvnet": Deconvolution(model).attribute(x, target=target),
         "guided_backprop": GuidedBackprop(model).attribute(x, target=target),
         "gradcam": LayerAttribution.interpolate(
-            LayerGradCam(model, layer_module).attribute(x, target=target, relu_attributions=True), x.shape[-2:], "bilinear"
+            LayerGradCam(model, layer_module).attribute(x, target=target, relu_attributions=True),
+            x.shape[-2:],
+            "bilinear",
         ),
         "guided_gradcam": GuidedGradCam(model, layer_module).attribute(x, target=target, interpolate_mode="bilinear"),
     }

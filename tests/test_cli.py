@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLES
 from PIL import Image
 
-from conftest import SAMPLES
 from gradcam_utils import cli
 
 
@@ -24,8 +24,22 @@ def assert_real_picture(path):
 
 def test_the_seed_job_writes_one_png_per_class_and_method_plus_a_summary(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "gradcam_utils", "--image-path", str(SAMPLES / "cat_dog.png"), "--topk", "2", "--output-dir", str(tmp_path), "--device", "cpu"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "gradcam_utils",
+            "--image-path",
+            str(SAMPLES / "cat_dog.png"),
+            "--topk",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "#1  0.717  bull mastiff (243)" in result.stdout and "#2  0.069  boxer (242)" in result.stdout
@@ -44,7 +58,22 @@ def test_several_images_layer_sweep_and_arch_comparison(tmp_path, capsys):
     assert len(pngs(tmp_path / "two")) == 2 * (1 + 1)
 
     layers = ["conv_stem", "blocks.3", "bn2"]
-    assert cli.main(images[:2] + ["--layer-sweep", *layers, "--target-class", "tiger cat", "-o", str(tmp_path / "sweep"), "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            images[:2]
+            + [
+                "--layer-sweep",
+                *layers,
+                "--target-class",
+                "tiger cat",
+                "-o",
+                str(tmp_path / "sweep"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert pngs(tmp_path / "sweep") == sorted(
         [f"cat_dog-efficientnet_lite0-gradcam-{layer.replace('.', '_')}-tiger_cat.png" for layer in layers]
         + ["cat_dog-efficientnet_lite0-layers-tiger_cat.png"]
@@ -72,8 +101,14 @@ def bad_text_file(tmp_path):
     [
         (lambda t: ["-i", str(t / "missing.png")], "image not found"),
         (lambda t: ["-i", bad_text_file(t)], "is not an image file"),
-        (lambda t: ["-i", str(SAMPLES / "cat_dog.png"), "--arch", "resnet5"], "unknown arch 'resnet5'; close matches: .*resnet50"),
-        (lambda t: ["-i", str(SAMPLES / "cat_dog.png"), "--target-layer", "block.6"], "no layer named 'block.6'.*blocks.6"),
+        (
+            lambda t: ["-i", str(SAMPLES / "cat_dog.png"), "--arch", "resnet5"],
+            "unknown arch 'resnet5'; close matches: .*resnet50",
+        ),
+        (
+            lambda t: ["-i", str(SAMPLES / "cat_dog.png"), "--target-layer", "block.6"],
+            "no layer named 'block.6'.*blocks.6",
+        ),
         (lambda t: ["-i", str(SAMPLES / "cat_dog.png"), "--topk", "0"], "topk must be an integer from 1 to 1000"),
         (lambda t: ["-i", str(SAMPLES / "cat_dog.png"), "--topk", "1001"], "topk must be an integer from 1 to 1000"),
         (lambda t: ["-i", str(SAMPLES / "cat_dog.png"), "--topk", "three"], "invalid int value"),
@@ -95,8 +130,14 @@ def test_each_error_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argu
 def test_an_unusable_output_directory_is_a_one_line_error_before_any_work(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("keep me")
-    for out, message in ((a_file, "the output directory .*notes.txt is a file"), (a_file / "sub", "cannot create the output directory .*: Not a directory")):
-        assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "-o", str(out), "--device", "cpu", "--methods", "gradcam"]) == 2
+    for out, message in (
+        (a_file, "the output directory .*notes.txt is a file"),
+        (a_file / "sub", "cannot create the output directory .*: Not a directory"),
+    ):
+        assert (
+            cli.main(["-i", str(SAMPLES / "cat_dog.png"), "-o", str(out), "--device", "cpu", "--methods", "gradcam"])
+            == 2
+        )
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and __import__("re").search(message, err), err
     assert a_file.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
@@ -116,9 +157,24 @@ def test_the_console_script_is_installed():
 
 def test_the_noise_and_path_methods_from_the_command_line_and_the_explorer(tmp_path, capsys):
     methods = ["input_x_gradient", "smoothgrad", "integrated_gradients"]
-    assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "--topk", "1", "--methods", *methods, "-o", str(tmp_path), "--device", "cpu"]) in (0, None)
+    assert cli.main(
+        [
+            "-i",
+            str(SAMPLES / "cat_dog.png"),
+            "--topk",
+            "1",
+            "--methods",
+            *methods,
+            "-o",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    ) in (0, None)
     written = pngs(tmp_path)
-    assert sorted(f"cat_dog-efficientnet_lite0-{m}-bull_mastiff.png" for m in methods) == sorted(n for n in written if "summary" not in n)
+    assert sorted(f"cat_dog-efficientnet_lite0-{m}-bull_mastiff.png" for m in methods) == sorted(
+        n for n in written if "summary" not in n
+    )
     for name in written:
         assert_real_picture(tmp_path / name)
     import gradcam_utils as gu
@@ -127,11 +183,17 @@ def test_the_noise_and_path_methods_from_the_command_line_and_the_explorer(tmp_p
     before = explorer.picture_widget.value
     explorer.samples.value = 3
     assert explorer.picture_widget.value != before
-    assert explorer.options["smoothgrad"].layout.display is None and explorer.options["integrated_gradients"].layout.display == "none"
+    assert (
+        explorer.options["smoothgrad"].layout.display is None
+        and explorer.options["integrated_gradients"].layout.display == "none"
+    )
     before = explorer.picture_widget.value
     explorer.method.value = "integrated_gradients"
     assert explorer.picture_widget.value != before and explorer.layer.disabled
-    assert explorer.options["smoothgrad"].layout.display == "none" and explorer.options["integrated_gradients"].layout.display is None
+    assert (
+        explorer.options["smoothgrad"].layout.display == "none"
+        and explorer.options["integrated_gradients"].layout.display is None
+    )
     before = explorer.picture_widget.value
     explorer.baseline.value = "blur"
     assert explorer.picture_widget.value != before
@@ -141,9 +203,40 @@ def test_the_noise_and_path_methods_from_the_command_line_and_the_explorer(tmp_p
 
 def test_the_grad_cam_family_from_the_command_line_and_the_explorer(tmp_path, capsys):
     methods = ["gradcam_pp", "layercam", "eigencam"]
-    assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "--topk", "1", "--methods", *methods, "-o", str(tmp_path), "--device", "cpu"]) in (0, None)
-    assert sorted(f"cat_dog-efficientnet_lite0-{m}-bn2-bull_mastiff.png" for m in methods) == sorted(n for n in pngs(tmp_path) if "summary" not in n)
-    assert cli.main(["-i", str(SAMPLES / "cat_dog.png"), "--methods", "cam", "-t", "blocks.5", "-o", str(tmp_path / "no"), "--device", "cpu"]) == 2
+    assert cli.main(
+        [
+            "-i",
+            str(SAMPLES / "cat_dog.png"),
+            "--topk",
+            "1",
+            "--methods",
+            *methods,
+            "-o",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    ) in (0, None)
+    assert sorted(f"cat_dog-efficientnet_lite0-{m}-bn2-bull_mastiff.png" for m in methods) == sorted(
+        n for n in pngs(tmp_path) if "summary" not in n
+    )
+    assert (
+        cli.main(
+            [
+                "-i",
+                str(SAMPLES / "cat_dog.png"),
+                "--methods",
+                "cam",
+                "-t",
+                "blocks.5",
+                "-o",
+                str(tmp_path / "no"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert error.startswith("gradcam-utils: error: cam needs logits = a linear layer") and "\n" not in error
     import gradcam_utils as gu

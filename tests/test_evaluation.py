@@ -8,9 +8,9 @@ import pytest
 import scipy.stats
 import torch
 import torch.nn as nn
+from conftest import assert_unchanged, snapshot
 
 import gradcam_utils as gu
-from conftest import assert_unchanged, snapshot
 
 
 class TopLeft(nn.Module):
@@ -33,18 +33,26 @@ def test_occlusion_finds_the_only_region_that_matters():
     assert drop[16:, :].abs().max() == 0 and drop[:, 16:].abs().max() == 0  # patches that never touch it change nothing
 
 
-def perfect_and_worst_maps():
-    perfect = torch.zeros(32, 32)
+def perfect_and_worst_maps(side=32):
+    perfect = torch.zeros(side, side)
     perfect[:8, :8] = 1 + torch.rand(8, 8)
     return perfect, 1 - perfect
 
 
 def test_deletion_and_insertion_rank_a_perfect_map_above_the_worst():
-    model, x = TopLeft(), torch.zeros(1, 3, 32, 32)
-    x[..., :8, :8] = 1  # a bright square on black: blurring (insertion's start) and deleting both destroy it
-    perfect, worst = perfect_and_worst_maps()
-    deletion = {name: gu.area_under(*gu.deletion_curve(model, x, m, 0, steps=16)) for name, m in [("perfect", perfect), ("worst", worst)]}
-    insertion = {name: gu.area_under(*gu.insertion_curve(model, x, m, 0, steps=16)) for name, m in [("perfect", perfect), ("worst", worst)]}
+    # A bright square on black: deleting destroys it, and so does insertion's start, the Gaussian blur of sigma a tenth
+    # of the side (6.4 pixels here: on a 32-pixel image, sigma 3.2 keeps most of an 8-pixel square).
+    model, x = TopLeft(), torch.zeros(1, 3, 64, 64)
+    x[..., :8, :8] = 1
+    perfect, worst = perfect_and_worst_maps(64)
+    deletion = {
+        name: gu.area_under(*gu.deletion_curve(model, x, m, 0, steps=16))
+        for name, m in [("perfect", perfect), ("worst", worst)]
+    }
+    insertion = {
+        name: gu.area_under(*gu.insertion_curve(model, x, m, 0, steps=16))
+        for name, m in [("perfect", perfect), ("worst", worst)]
+    }
     assert deletion["perfect"] < 0.3 < 0.7 < deletion["worst"]
     assert insertion["perfect"] > insertion["worst"] + 0.2
     fractions, probabilities = gu.deletion_curve(model, x, perfect, 0, steps=16)
@@ -60,7 +68,9 @@ def test_randomize_layers_changes_a_copy_only_and_is_seeded(lite0):
     again = gu.randomize_layers(lite0, ["classifier", "blocks.6"], seed=3)
     assert torch.equal(again.classifier.weight, randomized.classifier.weight)
     one = gu.randomize_layers(lite0, "blocks.6", seed=3)  # one name, not its letters
-    assert torch.equal(one.blocks[6][0].conv_pw.weight, gu.randomize_layers(lite0, ["blocks.6"], seed=3).blocks[6][0].conv_pw.weight)
+    assert torch.equal(
+        one.blocks[6][0].conv_pw.weight, gu.randomize_layers(lite0, ["blocks.6"], seed=3).blocks[6][0].conv_pw.weight
+    )
     assert not torch.equal(one.blocks[6][0].conv_pw.weight, lite0.blocks[6][0].conv_pw.weight)
     assert torch.equal(one.classifier.weight, lite0.classifier.weight)
 
@@ -77,7 +87,9 @@ def test_randomize_layers_draws_the_same_weights_on_a_gpu(lite0):
     on_gpu = gu.randomize_layers(copy.deepcopy(lite0).cuda(), ["classifier"], seed=5)
     assert torch.equal(torch.cuda.get_rng_state(), before)
     assert on_gpu.classifier.weight.is_cuda
-    assert torch.equal(on_gpu.classifier.weight.cpu(), gu.randomize_layers(lite0, ["classifier"], seed=5).classifier.weight)
+    assert torch.equal(
+        on_gpu.classifier.weight.cpu(), gu.randomize_layers(lite0, ["classifier"], seed=5).classifier.weight
+    )
 
 
 def test_similarity_measures():
@@ -97,14 +109,23 @@ def test_bad_arguments_to_the_helpers_get_one_line_errors():
     cases = [
         (lambda: gu.occlusion_sensitivity(model, x, 0, patch=0, progress=False), "patch must be 1 to 32 pixels"),
         (lambda: gu.occlusion_sensitivity(model, x, 0, batch_size=0, progress=False), "batch_size=0"),
-        (lambda: gu.occlusion_sensitivity("resnet50", x, 0), r"model must be a torch.nn.Module, not str; make one with load_model\('resnet50'\)"),
+        (
+            lambda: gu.occlusion_sensitivity("resnet50", x, 0),
+            r"model must be a torch.nn.Module, not str; make one with load_model\('resnet50'\)",
+        ),
         (lambda: gu.spearman(map_, map_[:8]), r"the two maps have shapes \[32, 32\] and \[8, 32\]"),
         (lambda: gu.ssim(map_[:8, :8], map_[:8, :8]), "at least 11 x 11 pixels"),
         (lambda: gu.ssim("map", map_), "the first map must be a tensor or a numpy array, not str"),
-        (lambda: gu.deletion_curve(model, x, map_, 0, steps=0), "steps and batch_size must be whole numbers"),
+        (lambda: gu.deletion_curve(model, x, map_, 0, steps=0), "steps must be a whole number of at least 1, not 0"),
         (lambda: gu.insertion_curve(model, x, map_[:16], 0), "saliency has 512 pixels, x has 32 x 32"),
-        (lambda: gu.overlay(torch.zeros(32, 32, 3).numpy(), map_[:16]), r"a map of shape \[16, 32\] does not fit an image of 32 x 32"),
-        (lambda: gu.plot_grid(torch.zeros(32, 32, 3).numpy(), {"gradcam": map_[None]}, ["a", "b"]), "2 labels but 1 gradcam maps"),
+        (
+            lambda: gu.overlay(torch.zeros(32, 32, 3).numpy(), map_[:16]),
+            r"a map of shape \[16, 32\] does not fit an image of 32 x 32",
+        ),
+        (
+            lambda: gu.plot_grid(torch.zeros(32, 32, 3).numpy(), {"gradcam": map_[None]}, ["a", "b"]),
+            "2 labels but 1 gradcam maps",
+        ),
     ]
     for call, message in cases:
         with pytest.raises(gu.GradCamError, match=message) as info:
@@ -126,7 +147,11 @@ def test_spearman_ranks_ties_as_scipy_does():
     generator = torch.Generator().manual_seed(0)
     for a, b in [
         (torch.rand(40, 40, generator=generator), torch.rand(40, 40, generator=generator)),  # no ties
-        (torch.randint(0, 4, (30, 30), generator=generator), torch.randint(0, 3, (30, 30), generator=generator)),  # many ties
+        # Many ties
+        (
+            torch.randint(0, 4, (30, 30), generator=generator),
+            torch.randint(0, 3, (30, 30), generator=generator),
+        ),
         (torch.randn(3, 20, 20, generator=generator).relu(), torch.randn(3, 20, 20, generator=generator)),
     ]:
         expected = scipy.stats.spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic

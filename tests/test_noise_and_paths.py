@@ -5,10 +5,12 @@ import weakref
 import pytest
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
-
-import gradcam_utils as gu
 from conftest import assert_maps_close, copy_of
 from test_captum import TARGETS, random_torchvision
+
+import gradcam_utils as gu
+import gradcam_utils.forward_pass
+import gradcam_utils.noise_and_paths
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +32,25 @@ def test_integrated_gradients_matches_captum_with_the_same_baseline_and_steps(re
     model, x = resnet
     tensor = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))
     given = tensor if baseline == "tensor" else baseline
-    ours = gu.integrated_gradients(model, x, TARGETS, baseline=given, steps=8, batch_size=5)  # batches that split the path
+    # Batches that split the path
+    ours = gu.integrated_gradients(model, x, TARGETS, baseline=given, steps=8, batch_size=5)
     if baseline == "black":
         _, _, mean, std = gu.input_config(model)
         start = ((0 - torch.tensor(mean)) / torch.tensor(std))[None, :, None, None].expand_as(x).contiguous()
     else:
         start = torch.zeros_like(x) if baseline == "zeros" else tensor[None]
     for i, target in enumerate(TARGETS):
-        theirs = IntegratedGradients(copy_of(model)).attribute(x.clone(), start, target=target, n_steps=8, internal_batch_size=8)
+        theirs = IntegratedGradients(copy_of(model)).attribute(
+            x.clone(), start, target=target, n_steps=8, internal_batch_size=8
+        )
         assert_maps_close(ours[i], theirs[0])
 
 
 def test_integrated_gradients_on_the_embedded_model_matches_captum(lite0, cat_dog):
     target = 243  # bull mastiff
-    ours, gap = gu.integrated_gradients(lite0, cat_dog, target, baseline="zeros", steps=16, batch_size=16, return_delta=True)
+    ours, gap = gu.integrated_gradients(
+        lite0, cat_dog, target, baseline="zeros", steps=16, batch_size=16, return_delta=True
+    )
     theirs, delta = IntegratedGradients(copy_of(lite0)).attribute(
         cat_dog.clone(), target=target, n_steps=16, internal_batch_size=16, return_convergence_delta=True
     )
@@ -59,7 +66,7 @@ def test_integrated_gradients_is_complete_at_64_steps_from_black(lite0, cat_dog)
     """
     target = 243
     ours, gap = gu.integrated_gradients(lite0, cat_dog, target, steps=64, batch_size=32, return_delta=True)
-    black = gu.noise_and_paths.baseline_for(gu.ForwardPass(lite0, cat_dog, from_input=False), "black")
+    black = gu.baseline(lite0, cat_dog, "black")
     with torch.no_grad():
         difference = lite0(cat_dog)[0, target] - lite0(black)[0, target]
     assert gap.item() == pytest.approx(ours.sum().item() - difference.item(), abs=1e-3)
@@ -72,10 +79,18 @@ def test_smoothgrad_is_the_mean_over_the_noisy_copies_as_captum_draws_them(resne
     ours = gu.smoothgrad(model, x, TARGETS[0], samples=samples, noise=noise, seed=seed, batch_size=4)
     sigma = noise * (x.max() - x.min()).item()
     generator = torch.Generator().manual_seed(seed)
-    loop = sum(gu.vanilla_backprop(model, x + sigma * torch.randn(x.shape, generator=generator), TARGETS[0]) for _ in range(samples)) / samples
+    loop = (
+        sum(
+            gu.vanilla_backprop(model, x + sigma * torch.randn(x.shape, generator=generator), TARGETS[0])
+            for _ in range(samples)
+        )
+        / samples
+    )
     assert_maps_close(ours, loop)
     # captum's NoiseTunnel with the same standard deviation: the same kind of average, other draws
-    theirs = NoiseTunnel(Saliency(copy_of(model))).attribute(x.clone(), target=TARGETS[0], nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, abs=False)
+    theirs = NoiseTunnel(Saliency(copy_of(model))).attribute(
+        x.clone(), target=TARGETS[0], nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, abs=False
+    )
     assert theirs.shape[1:] == ours.shape
 
 
@@ -83,14 +98,19 @@ def test_each_noisy_copy_is_the_generators_next_draw_at_every_batch_size(resnet)
     """The noise is drawn a batch at a time, one image per draw, so a seed gives the same maps at every batch_size and
     only one batch of noise is in memory (all samples' noise at once put SmoothGrad's peak 15 MB above captum's)."""
     model, _ = resnet
-    x = torch.randn(2, 3, 61, 61, generator=torch.Generator().manual_seed(0))  # 61 x 61: a draw of many images splits the stream otherwise
+    # 61 x 61: a draw of many images splits the stream otherwise
+    x = torch.randn(2, 3, 61, 61, generator=torch.Generator().manual_seed(0))
     samples, noise, seed = 5, 0.2, 3
     generator = torch.Generator().manual_seed(seed)
     sigma = noise * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))[:, None, None, None]
-    copies = [x + sigma * torch.stack([torch.randn(image.shape, generator=generator) for image in x]) for _ in range(samples)]
+    copies = [
+        x + sigma * torch.stack([torch.randn(image.shape, generator=generator) for image in x]) for _ in range(samples)
+    ]
     loop = sum(gu.vanilla_backprop(model, copy, TARGETS[0]) for copy in copies) / samples
     for batch_size in (1, 3, 10):
-        assert_maps_close(gu.smoothgrad(model, x, TARGETS[0], samples=samples, noise=noise, seed=seed, batch_size=batch_size), loop)
+        assert_maps_close(
+            gu.smoothgrad(model, x, TARGETS[0], samples=samples, noise=noise, seed=seed, batch_size=batch_size), loop
+        )
 
 
 @pytest.mark.parametrize("method", ["vanilla_backprop", "guided_backprop", "input_x_gradient"])
@@ -127,7 +147,13 @@ def test_shapes_targets_and_explain_as_for_the_other_pixel_methods(resnet):
         assert gu.explain(model, x, topk=2, methods=method, options=options)[method].shape == (2, 3, 64, 64)
         assert torch.isfinite(many[method]).all()
     assert "integrated_gradients_gap" not in many  # one forward pass fewer when nobody asks for it
-    gaps = gu.explain(model, batch, TARGETS, methods="integrated_gradients", options={"integrated_gradients": {"steps": 2, "return_delta": True}})
+    gaps = gu.explain(
+        model,
+        batch,
+        TARGETS,
+        methods="integrated_gradients",
+        options={"integrated_gradients": {"steps": 2, "return_delta": True}},
+    )
     assert gaps["integrated_gradients_gap"].shape == (2, 3)
     named = gu.integrated_gradients(model, x, "tench", steps=2)  # class names work as everywhere else
     assert torch.equal(named, gu.integrated_gradients(model, x, 0, steps=2))
@@ -138,14 +164,34 @@ def test_bad_arguments_get_one_line_errors(resnet):
     cases = [
         (lambda: gu.smoothgrad(model, x, samples=0), "samples must be a whole number of at least 1, not 0"),
         (lambda: gu.smoothgrad(model, x, noise=-0.1), "noise must be a number of at least 0"),
-        (lambda: gu.smoothgrad(model, x, method="gradcam"), "method must be one of vanilla_backprop, deconvnet, guided_backprop, input_x_gradient, not 'gradcam'"),
+        (
+            lambda: gu.smoothgrad(model, x, method="gradcam"),
+            "unknown method for smoothgrad to average 'gradcam'; choose one of: vanilla_backprop, deconvnet, "
+            "guided_backprop, "
+            "input_x_gradient",
+        ),
         (lambda: gu.smoothgrad(model, x, batch_size=0), "batch_size must be a whole number of at least 1"),
         (lambda: gu.integrated_gradients(model, x, steps=0), "steps must be a whole number of at least 1, not 0"),
-        (lambda: gu.integrated_gradients(model, x, baseline=torch.zeros(3, 8, 8)), r"baseline has shape \[3, 8, 8\]; give one of x's shape \[3, 64, 64\]"),
-        (lambda: gu.integrated_gradients(model, x, baseline="white"), "unknown baseline 'white'; give a tensor of x's shape or one of: black, zeros, blur, noise"),
-        (lambda: gu.explain(model, x, methods="smoothgrads"), "unknown method 'smoothgrads'; choose from: .*integrated_gradients"),
-        (lambda: gu.explain(model, x, methods="smoothgrad", options={"smoothgrad": {"sample": 3}}), "unknown option 'sample' for smoothgrad; choose from: method, samples, noise"),
-        (lambda: gu.explain(model, x, methods="gradcam", options={"gradcam": {"steps": 3}}), "options given for 'gradcam', which takes none; options are for: smoothgrad, integrated_gradients"),
+        (
+            lambda: gu.integrated_gradients(model, x, baseline=torch.zeros(3, 8, 8)),
+            r"baseline has shape \[3, 8, 8\]; give one of x's shape \[3, 64, 64\]",
+        ),
+        (
+            lambda: gu.integrated_gradients(model, x, baseline="white"),
+            "unknown baseline 'white'; give a tensor of x's shape or one of: black, zeros, blur, noise",
+        ),
+        (
+            lambda: gu.explain(model, x, methods="smoothgrads"),
+            "unknown method 'smoothgrads'; choose from: .*integrated_gradients",
+        ),
+        (
+            lambda: gu.explain(model, x, methods="smoothgrad", options={"smoothgrad": {"sample": 3}}),
+            "unknown option 'sample' for smoothgrad; choose from: method, samples, noise",
+        ),
+        (
+            lambda: gu.explain(model, x, methods="gradcam", options={"gradcam": {"steps": 3}}),
+            "options given for 'gradcam', which takes none; options are for: smoothgrad, integrated_gradients",
+        ),
     ]
     for call, message in cases:
         with pytest.raises(gu.GradCamError, match=message) as info:
@@ -159,14 +205,18 @@ def test_one_batch_of_points_is_alive_at_a_time(resnet, monkeypatch):
     model, x = resnet
     alive, most = set(), [0]
 
-    class Counted(gu.ForwardPass):
+    class Counted:
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             alive.add(id(self))
             most[0] = max(most[0], len(alive))
             weakref.finalize(self, alive.discard, id(self))
 
-    monkeypatch.setattr(gu.methods, "ForwardPass", Counted)
+    # explain's pass over x (a ForwardPass) and each batch's pass over points near x (a Recording)
+    monkeypatch.setattr(gradcam_utils.forward_pass, "ForwardPass", type("CountedPass", (Counted, gu.ForwardPass), {}))
+    monkeypatch.setattr(
+        gradcam_utils.noise_and_paths, "Recording", type("CountedRecording", (Counted, gu.Recording), {})
+    )
     gu.smoothgrad(model, x, samples=6, batch_size=2, seed=0)
     gu.integrated_gradients(model, x, steps=6, batch_size=2)
     assert most[0] == 2  # explain's pass, for the targets, and one batch's
@@ -190,6 +240,8 @@ def test_given_classes_cost_no_forward_pass_on_x(resnet):
     finally:
         handle.remove()
     for method in ("smoothgrad", "integrated_gradients"):  # the range check waits for the first batch's logits
-        with pytest.raises(gu.GradCamError, match="class index 1000 is out of range: this model has 1000 classes") as info:
+        with pytest.raises(
+            gu.GradCamError, match="class index 1000 is out of range: this model has 1000 classes"
+        ) as info:
             gu.explain(model, x, [3, 1000], methods=method)
         assert "\n" not in str(info.value)

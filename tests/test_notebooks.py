@@ -2,17 +2,27 @@
 
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 SERIES = [
-    "01_vanilla_backprop", "02_deconvnet", "03_guided_backprop", "04_gradcam", "05_guided_gradcam", "06_model_comparison",
-    "07_occlusion", "08_sanity_checks", "09_faithfulness", "10_noise_and_paths", "11_after_gradcam", "12_which_to_trust",
+    "01_vanilla_backprop",
+    "02_deconvnet",
+    "03_guided_backprop",
+    "04_gradcam",
+    "05_guided_gradcam",
+    "06_model_comparison",
+    "07_occlusion",
+    "08_sanity_checks",
+    "09_faithfulness",
+    "10_noise_and_paths",
+    "11_after_gradcam",
+    "12_which_to_trust",
 ]
 
 
@@ -44,11 +54,15 @@ def test_committed_executed_top_to_bottom_without_errors(path):
 def test_colab_badge_setup_explorer_and_exercises(path):
     text = [source(c) for c in cells(path, "markdown")]
     code = [source(c) for c in cells(path, "code")]
-    badge = f"https://colab.research.google.com/github/{REPOSITORY.split('github.com/')[1]}/blob/main/notebooks/{path.name}"
+    badge = (
+        f"https://colab.research.google.com/github/{REPOSITORY.split('github.com/')[1]}/blob/main/notebooks/{path.name}"
+    )
     assert badge in text[0], "the Colab badge must point at this notebook in the repository of pyproject.toml"
     setup = code[0]
     assert '"google.colab" in sys.modules' in setup and f'REPOSITORY = "{REPOSITORY}"' in setup
-    assert not re.search(r"pip install[^\n]*\b(torch|numpy|ipywidgets)\b", setup), "never reinstall Colab's torch, numpy or ipywidgets"
+    assert not re.search(r"pip install[^\n]*\b(torch|numpy|ipywidgets)\b", setup), (
+        "never reinstall Colab's torch, numpy or ipywidgets"
+    )
     assert "Runs in" in text[0] and "You will learn" in text[0]
     assert any(re.search(r"gu\.explore(_\w+)?\(", c) for c in code), "an explorer: the series' or the topic's"
     assert "Things to try" in text[-1]

@@ -6,8 +6,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,19 +45,38 @@ def test_readme_images_exist():
 
 
 def test_a_plain_install_brings_the_sample_image(tmp_path):
-    """`pip install` without -e, as Colab's setup cell and `pip install git+...` do: explore()'s default image comes along."""
+    """`pip install` without -e, as Colab's setup cell and `pip install git+...` do: explore()'s default image comes
+    along."""
     source = tmp_path / "source"  # a copy, so that the build leaves nothing in the working tree
     for name in ("gradcam_utils", "samples"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", tmp_path, source], check=True, capture_output=True)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", tmp_path, source],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("gradcam_utils-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True, capture_output=True)
-    code = "import gradcam_utils, gradcam_utils.explorer as e, gradcam_utils.scorecard as s; print(gradcam_utils.__file__); print(e.sample_image()); print(len(s.load_boxes()))"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True, capture_output=True
+    )
+    code = (
+        "import gradcam_utils, gradcam_utils.explorer as e, gradcam_utils.scorecard as s, pathlib; "
+        "print(gradcam_utils.__file__); print(e.sample_image()); print(len(s.load_boxes())); "
+        "print((pathlib.Path(gradcam_utils.__file__).parent / 'py.typed').exists())"
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    printed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.split()
+    printed = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
     site = tmp_path / "site" / "gradcam_utils"
-    assert printed == [str(site / "__init__.py"), str(site / "samples" / "cat_dog.png"), str(len(json.loads((ROOT / "samples" / "boxes.json").read_text())))]
-    assert (site / "samples" / "README.md").read_text() == (ROOT / "samples" / "README.md").read_text()  # the images' attribution
+    assert printed == [
+        str(site / "__init__.py"),
+        str(site / "samples" / "cat_dog.png"),
+        str(len(json.loads((ROOT / "samples" / "boxes.json").read_text()))),
+        "True",  # py.typed: type checkers read the package's annotations
+    ]
+    attribution = (ROOT / "samples" / "README.md").read_text()
+    assert (site / "samples" / "README.md").read_text() == attribution

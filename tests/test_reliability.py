@@ -10,13 +10,18 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import SAMPLES, assert_unchanged, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradcam_utils as gu
-from conftest import SAMPLES, assert_unchanged, snapshot
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"))]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+    ),
+]
 CALLS = 500
 
 
@@ -93,7 +98,18 @@ def test_hundreds_of_explorer_updates_leak_nothing():
 
 
 # A random small conv net: each layer is a conv followed by one kind of rectifier (or none).
-RECTIFIERS = ["none", "nn.ReLU", "nn.ReLU(inplace)", "F.relu", "F.relu(inplace)", "torch.relu_", "Tensor.relu", "nn.ReLU6", "F.relu6", "hardtanh(0,6)"]
+RECTIFIERS = [
+    "none",
+    "nn.ReLU",
+    "nn.ReLU(inplace)",
+    "F.relu",
+    "F.relu(inplace)",
+    "torch.relu_",
+    "Tensor.relu",
+    "nn.ReLU6",
+    "F.relu6",
+    "hardtanh(0,6)",
+]
 
 
 class RandomNet(nn.Module):
@@ -103,7 +119,10 @@ class RandomNet(nn.Module):
         self.reference = reference  # a hand-written autograd Function to use at every rectifier instead
         self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else width, width, 3, padding=1) for i in range(len(kinds)))
         self.modules_ = nn.ModuleList(
-            {"nn.ReLU": nn.ReLU(), "nn.ReLU(inplace)": nn.ReLU(inplace=True), "nn.ReLU6": nn.ReLU6()}.get(kind, nn.Identity()) for kind in kinds
+            {"nn.ReLU": nn.ReLU(), "nn.ReLU(inplace)": nn.ReLU(inplace=True), "nn.ReLU6": nn.ReLU6()}.get(
+                kind, nn.Identity()
+            )
+            for kind in kinds
         )
         self.fc = nn.Linear(width, 4)
 
@@ -172,6 +191,10 @@ def test_guided_and_deconvnet_rules_match_a_hand_written_reference(kinds, width,
     net = RandomNet(kinds, width).eval()
     x = torch.randn(1, 3, 6, 6) * scale
     before = snapshot(net)
-    torch.testing.assert_close(gu.guided_backprop(net, x, target), reference_map(net, x, target, GuidedReference), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gu.deconvnet(net, x, target), reference_map(net, x, target, DeconvnetReference), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        gu.guided_backprop(net, x, target), reference_map(net, x, target, GuidedReference), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        gu.deconvnet(net, x, target), reference_map(net, x, target, DeconvnetReference), rtol=1e-5, atol=1e-6
+    )
     assert_unchanged(net, before)

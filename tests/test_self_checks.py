@@ -1,4 +1,5 @@
-"""The notebooks' self-checks: each passes with its own solution, fails with a tempting wrong answer, and waits while unanswered."""
+"""The notebooks' self-checks: each passes with its own solution, fails with a tempting wrong answer, and waits while
+unanswered."""
 
 import json
 import re
@@ -30,7 +31,12 @@ def test_the_solution_passes_and_a_wrong_answer_fails_with_the_reasoning(name, c
 def test_each_notebook_has_self_checks_exercises_with_hints_and_solutions_and_references(path):
     cells = json.loads(path.read_text())["cells"]
     text = ["".join(c["source"]) for c in cells]
-    used = [m for t, c in zip(text, cells) if c["cell_type"] == "code" for m in re.findall(r'gu\.self_check\("([0-9.]+)", answer\)', t)]
+    used = [
+        m
+        for t, c in zip(text, cells)
+        if c["cell_type"] == "code"
+        for m in re.findall(r'gu\.self_check\("([0-9.]+)", answer\)', t)
+    ]
     assert len(used) >= 2 and set(used) <= set(CHECKS)
     for name in used:
         at = next(i for i, t in enumerate(text) if f'gu.self_check("{name}", answer)' in t)
