@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn
 
 import matplotlib
 import matplotlib.figure
@@ -18,24 +16,20 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .cli_common import Parser, chosen_device, output_dir, save
+from .cli_evaluate import evaluate_images, evaluate_parser
 from .display import class_labels, default_alpha, overlay, plot_grid
-from .errors import GradCamError, whole_number
+from .errors import GradCamError
 from .forward_pass import ForwardPass
 from .layers import default_layer, get_layer, list_layers
 from .method_table import ALL_METHODS, BY_NAME, METHODS
 from .models import EMBEDDED, check_arch, class_index, class_name, deprocess, load_image, load_model, preprocess
-from .scorecard import EVALUATED, evaluate, to_markdown
 
-Writer = Callable[[Path], Any]  # writes the file at the path it is given
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit status 2, like every other error of the command
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+__all__ = ["main", "parser", "evaluate_parser"]
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gradcam-utils", description=__doc__)
+    p = Parser(prog="gradcam-utils", description=__doc__)
     p.add_argument("-i", "--image-path", action="append", required=True, help="an image; repeat for several")
     p.add_argument(
         "-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)"
@@ -68,49 +62,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def evaluate_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="gradcam-utils evaluate",
-        description="Every method through the same tests (notebook 12): a table as CSV and Markdown.",
-    )
-    p.add_argument(
-        "-i",
-        "--image-path",
-        nargs="+",
-        required=True,
-        help="images; boxes for the pointing game come from samples/boxes.json, by file stem",
-    )
-    p.add_argument(
-        "-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)"
-    )
-    p.add_argument("--methods", nargs="+", choices=EVALUATED, help="default: every method, occlusion included")
-    p.add_argument(
-        "-t",
-        "--target-layer",
-        nargs="+",
-        default=[],
-        metavar="[METHOD=]LAYER",
-        help="layer for the layer methods, or for one of them (scorecam=blocks.3); default: the model's last block",
-    )
-    p.add_argument(
-        "--options",
-        nargs="+",
-        default=[],
-        metavar="METHOD.NAME=VALUE",
-        help="e.g. occlusion.patch=64 smoothgrad.samples=10",
-    )
-    p.add_argument(
-        "--steps", type=int, default=16, help="steps of the deletion and insertion curves (default: %(default)s)"
-    )
-    p.add_argument("--readme", help="also put the table between the <!-- evaluation --> markers of this Markdown file")
-    p.add_argument(
-        "-o", "--output-dir", default="results", help="where evaluation.csv and evaluation.md go (default: %(default)s)"
-    )
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--cuda", action=argparse.BooleanOptionalAction, help=argparse.SUPPRESS)
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     matplotlib.use("Agg")  # the command draws to files; no window, whatever the environment says
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -127,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> list[Path]:
-    device = _device(args)
+    device = chosen_device(args)
     images = {
         Path(path): load_image(path) for path in args.image_path
     }  # every image checked before anything is written
@@ -140,7 +91,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     )
     out = Path(args.output_dir)
     if args.compare_archs:
-        return compare_archs(images, args.compare_archs, target, device, _output_dir(out))
+        return compare_archs(images, args.compare_archs, target, device, output_dir(out))
     model = load_model(args.arch, device=device)
     if args.target_layer is not None:
         get_layer(model, args.target_layer)
@@ -148,114 +99,22 @@ def run(args: argparse.Namespace) -> list[Path]:
         layers = args.layer_sweep or list_layers(model)
         for layer in layers:
             get_layer(model, layer)
-        return layer_sweep(images, model, args.arch, layers, target, _output_dir(out))
+        return layer_sweep(images, model, args.arch, layers, target, output_dir(out))
     return explain_images(
-        images, model, args.arch, args.target_layer or default_layer(model), args.topk, args.methods, _output_dir(out)
+        images, model, args.arch, args.target_layer or default_layer(model), args.topk, args.methods, output_dir(out)
     )
-
-
-def evaluate_images(args: argparse.Namespace) -> Any:
-    """`gradcam-utils evaluate`: gu.evaluate's table, written as evaluation.csv and evaluation.md."""
-    device = _device(args)
-    images = {Path(path).stem: load_image(path) for path in args.image_path}
-    check_arch(args.arch)
-    model = load_model(args.arch, device=device)
-    layers = dict(
-        _pair(text, "=", "--target-layer", "[METHOD=]LAYER") if "=" in text else (None, text)
-        for text in args.target_layer
-    )
-    for layer in layers.values():
-        get_layer(model, layer)
-    options: dict[str, dict[str, int | float | str]] = {}
-    for text in args.options:
-        key, value = _pair(text, "=", "--options", "METHOD.NAME=VALUE")
-        method, name = _pair(key, ".", "--options", "METHOD.NAME=VALUE")
-        options.setdefault(method, {})[name] = _number(value)
-    whole_number("--steps", args.steps)
-    readme = Path(args.readme) if args.readme else None
-    markers = ("<!-- evaluation -->\n", "<!-- /evaluation -->")
-    if readme is not None and not (readme.is_file() and all(m in readme.read_text() for m in markers)):
-        raise GradCamError(f"--readme {readme} is not a file with the markers {markers[0].strip()} and {markers[1]}")
-    out = _output_dir(Path(args.output_dir))
-    default = layers.pop(None, None)  # a bare LAYER: for every method not named
-    layer = {method: layers.get(method, default) for method in args.methods or EVALUATED} if layers else default
-    table = evaluate(model, images, methods=args.methods, layer=layer, steps=args.steps, options=options)
-    text = (
-        f"{args.arch}, {len(images)} images ({', '.join(images)}), each for its top-1 class; mean ± sd over the "
-        "images.\n\n" + to_markdown(table)
-    )
-    _save(out / "evaluation.csv", lambda f: table.to_csv(f, float_format="%.4f"))
-    _save(out / "evaluation.md", lambda f: Path(f).write_text(text))
-    if readme is not None:
-        head, rest = readme.read_text().split(markers[0], 1)
-        _save(
-            readme, lambda f: Path(f).write_text(head + markers[0] + text + markers[1] + rest.split(markers[1], 1)[1])
-        )
-    print(text)
-    also = f", and the table into {readme}" if readme else ""
-    print(f"wrote evaluation.csv and evaluation.md to {out}{also}")
-    return table
-
-
-def _pair(text: str, separator: str, option: str, form: str) -> tuple[str, str]:
-    first, _, second = text.partition(separator)
-    if not first or not second:
-        raise GradCamError(f"{option} takes {form}, not {text!r}")
-    return first, second
-
-
-def _number(text: str) -> int | float | str:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _device(args: argparse.Namespace) -> torch.device:
-    wanted = args.device or ({True: "cuda", False: "cpu"}[args.cuda] if args.cuda is not None else None)
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise GradCamError("CUDA was asked for, but torch sees no CUDA device here; use --device cpu")
-    return torch.device(wanted or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def _output_dir(path: Path) -> Path:
-    """The output directory, made once every argument has been checked and before any work starts."""
-    if path.exists() and not path.is_dir():
-        raise GradCamError(f"the output directory {path} is a file; give a directory with -o")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GradCamError(f"cannot create the output directory {path}: {exc.strerror}; give another with -o") from None
-    if not os.access(path, os.W_OK):
-        raise GradCamError(f"the output directory {path} is not writable; give another with -o")
-    return path
-
-
-def _save(path: Path, write: Writer) -> Path:
-    """Write through a temporary file, so an interrupted run leaves no truncated PNG behind."""
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except OSError as exc:  # a full disk, or the directory removed while running
-        raise GradCamError(f"could not write {path}: {exc.strerror or exc}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
-
-
 def _save_picture(path: Path, picture: np.ndarray) -> Path:
-    return _save(path, lambda f: plt.imsave(f, picture.clip(0, 1), format="png"))
+    return save(path, lambda f: plt.imsave(f, picture.clip(0, 1), format="png"))
 
 
 def _save_figure(path: Path, fig: matplotlib.figure.Figure) -> Path:
-    _save(path, lambda f: fig.savefig(f, format="png", dpi=72))
+    save(path, lambda f: fig.savefig(f, format="png", dpi=72))
     plt.close(fig)
     return path
 

@@ -138,7 +138,11 @@ def _torchvision_model(arch: str, weights: Any) -> torch.nn.Module:
 
 
 def input_config(model_or_arch: ModelOrArch) -> tuple[int, int, tuple[float, ...], tuple[float, ...]]:
-    """(resize, crop, mean, std) of the transform the model was trained with."""
+    """(resize, crop, mean, std) of the transform the model was trained with; a model of your own can say it in an
+    attribute `gradcam_input` (the small models of small_models.py do)."""
+    config = getattr(model_or_arch, "gradcam_input", None)
+    if config is not None:
+        return config
     arch = model_or_arch if isinstance(model_or_arch, str) else getattr(model_or_arch, "gradcam_arch", None)
     if arch in EMBEDDED:
         # The embedded weights want ImageNet statistics, not timm's 0.5 (which gives wrong predictions).

@@ -25,16 +25,19 @@ from typing import Any, Union
 
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .dataset_evaluation import DATASET_METRICS, evaluate_dataset
 from .errors import GradCamError
 from .evaluation import area_under, cascade_order, deletion_curve, insertion_curve, randomize_layers, spearman, ssim
 from .forward_pass import explain
 from .method_table import ALL_METHODS, BY_NAME, TITLES, check_methods
 from .models import ImageSource, class_index, input_config, load_image, preprocess
 from .occlusion import occlusion_sensitivity
+from .summary import summarize
 
-Images = Union[Mapping[str, ImageSource], Sequence[ImageSource], ImageSource]
+Images = Union[Mapping[str, ImageSource], Sequence[ImageSource], ImageSource, Dataset, DataLoader]
 Boxes = dict[
     str, list[dict[str, Any]]
 ]  # {image name: [{"box": [left, top, right, bottom], "classes": [[first, last], ...]}]}
@@ -51,6 +54,7 @@ METRICS = {
 BLIND = ("random map", "centre prior")  # image-blind maps: the floor every method's number is read against
 BLIND_METRICS = ("deletion", "insertion", "pointing", "energy")
 EVALUATED = (*ALL_METHODS, "occlusion")
+ALIASES = {"energy": "relevance_mass"}  # the photos' name for the share of the map inside the box
 
 
 def evaluate(
@@ -65,9 +69,19 @@ def evaluate(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
     progress: bool = True,
+    per_image: bool = False,
+    batch_size: int = 32,
+    shuffled_model: torch.nn.Module | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
 ) -> pd.DataFrame:
     """A DataFrame, one row per method (and the two image-blind maps), one column per measure: the mean over the
     images, and beside it "<measure> sd", the standard deviation.
+
+    On a dataset (a torch Dataset or DataLoader of (image, label, mask), as shapes_dataset gives) the evaluation of
+    dataset_evaluation.py runs in batches of `batch_size`: `per_image=True` returns its tidy rows (image, method,
+    measure, value), else `summarize` of them (means with seeded bootstrap intervals, paired comparisons with the
+    image-blind maps). `metrics` then defaults to all of DATASET_METRICS (energy is relevance_mass), `target` is each
+    item's label or "predicted", `shuffled_model` serves data_randomization, `seeds` the model randomization.
 
     `images`: {name: path or PIL image} (the name finds the image's boxes) or a list of paths (named by stem).
     `methods`: any of ALL_METHODS and "occlusion" (default: all). `target`: a class for every image, else each
@@ -77,6 +91,29 @@ def evaluate(
     """
     methods = list(EVALUATED) if methods is None else [methods] if isinstance(methods, str) else list(methods)
     check_methods(methods, EVALUATED)
+    if isinstance(images, (Dataset, DataLoader)):
+        chosen = DATASET_METRICS if tuple(metrics) == tuple(METRICS) else [ALIASES.get(m, m) for m in metrics]
+        if layer is not None and not isinstance(layer, str):
+            raise GradCamError(
+                "on a dataset, give one layer name for the layer methods (or None: the model's last block)"
+            )
+        rows = evaluate_dataset(
+            model,
+            images,
+            methods,
+            chosen,
+            target,
+            layer,
+            options,
+            batch_size,
+            steps,
+            seeds,
+            shuffled_model,
+            seed,
+            progress,
+        )
+        table = pd.DataFrame(rows, columns=["image", "method", "measure", "value"])
+        return table if per_image else summarize(table)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise GradCamError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")

@@ -65,7 +65,8 @@ def test_a_plain_install_brings_the_sample_image(tmp_path):
     code = (
         "import gradcam_utils, gradcam_utils.explorer as e, gradcam_utils.scorecard as s, pathlib; "
         "print(gradcam_utils.__file__); print(e.sample_image()); print(len(s.load_boxes())); "
-        "print((pathlib.Path(gradcam_utils.__file__).parent / 'py.typed').exists())"
+        "print((pathlib.Path(gradcam_utils.__file__).parent / 'py.typed').exists()); "
+        "print(type(gradcam_utils.load_small_model('shapes')).__name__)"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     printed = subprocess.run(
@@ -77,6 +78,7 @@ def test_a_plain_install_brings_the_sample_image(tmp_path):
         str(site / "samples" / "cat_dog.png"),
         str(len(json.loads((ROOT / "samples" / "boxes.json").read_text()))),
         "True",  # py.typed: type checkers read the package's annotations
+        "SmallCNN",  # the small models' weights come along
     ]
     attribution = (ROOT / "samples" / "README.md").read_text()
     assert (site / "samples" / "README.md").read_text() == attribution

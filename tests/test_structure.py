@@ -17,9 +17,10 @@ from gradcam_utils.recording import _first_cuda_backward
 PACKAGE = Path(gu.__file__).parent
 # From the bottom up: a module may import only from the modules before it (README, "How the package is organised").
 LAYERS = [
-    "errors", "vit", "models", "layers", "baselines", "recording",
+    "errors", "vit", "models", "layers", "baselines", "shapes", "small_models", "recording",
     "pixel_rules", "cam_family", "noise_and_paths", "occlusion", "method_table", "forward_pass", "methods",
-    "evaluation", "scorecard", "display", "explorer_base", "explorer", "topic_explorers", "cli", "self_checks",
+    "evaluation", "localisation", "summary", "dataset_evaluation", "scorecard",
+    "display", "explorer_base", "explorer", "topic_explorers", "cli_common", "cli_evaluate", "cli", "self_checks",
 ]  # fmt: skip
 
 
