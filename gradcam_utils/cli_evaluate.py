@@ -38,6 +38,12 @@ def evaluate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, default=200, help="images of --dataset, from its test split (default: %(default)s)")
     p.add_argument(
+        "--target",
+        choices=["label", "predicted"],
+        default="label",
+        help="with --dataset, the class explained: each image's label (its shape) or the model's prediction",
+    )
+    p.add_argument(
         "-a", "--arch", default="efficientnet_lite0", help="embedded model or torchvision arch (default: %(default)s)"
     )
     p.add_argument("--methods", nargs="+", choices=EVALUATED, help="default: every method, occlusion included")
@@ -121,6 +127,7 @@ def evaluate_shapes(args: argparse.Namespace) -> Any:
         methods=args.methods,
         steps=args.steps,
         options=options,
+        target=None if args.target == "label" else "predicted",
         per_image=True,
         shuffled_model=load_small_model("shuffled", device),
     )

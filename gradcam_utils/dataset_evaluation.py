@@ -21,6 +21,7 @@ map (the gradient magnitude of the image itself, which knows nothing of the mode
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -53,6 +54,7 @@ DATASET_METRICS = (
     "cost",
 )
 BLIND_MAPS = ("random map", "centre prior", "edge map")
+MIN_PROBABILITY = 0.01  # below it, a curve normalised by p(class | intact image) is not reported (NaN)
 RANDOMIZED_TOP = 2  # the classifier and the last block: the top of notebook 08's cascade
 # (measure, insertion, least relevant first): the curves, each for the metric named by its first word
 CURVES = (("deletion", False, False), ("deletion (least first)", False, True), ("insertion", True, False),
@@ -91,7 +93,8 @@ def curves(
     least_first: bool = False,
 ) -> torch.Tensor:
     """p(target) [B, steps + 1] as the pixels, in each map's order, go from the image to the grey baseline (deletion)
-    or back (insertion), divided by p(target) on the intact image: one forward pass of the batch per step."""
+    or back (insertion), divided by p(target) on the intact image: one forward pass of the batch per step. Where the
+    model gives the class less than MIN_PROBABILITY on the intact image the ratio is noise over noise: NaN."""
     grey = baseline(model, images, "grey")
     start, finish = (grey, images) if insertion else (images, grey)
     order = maps.flatten(1).argsort(dim=1, descending=not least_first, stable=True)
@@ -104,7 +107,7 @@ def curves(
         for step in range(steps + 1):
             changed = (ranks < round(pixels * step / steps)).view(len(images), 1, *images.shape[-2:])
             probabilities.append(run_model(model, torch.where(changed, finish, start)).softmax(1)[rows, targets])
-    return torch.stack(probabilities, dim=1) / intact[:, None]
+    return torch.stack(probabilities, dim=1) / intact.where(intact >= MIN_PROBABILITY, math.nan)[:, None]
 
 
 def _auc(values: torch.Tensor) -> torch.Tensor:

@@ -58,14 +58,19 @@ def summarize(
         index="image", columns=["measure", "method"], values="value", aggfunc="first", dropna=False
     )
     out = []
+    taken = set(
+        zip(table["measure"], table["method"])
+    )  # the pivot adds every pair; a blind map takes only some measures
     for (measure, method), column in wide.items():
+        if (measure, method) not in taken:
+            continue
         values = torch.tensor(column.to_numpy(dtype=float))
         valid = values[~values.isnan()]
         low, high = bootstrap(valid, resamples, confidence, seed)
         row = {"method": method, "measure": measure, "n": len(valid), "nan": int(values.isnan().sum()),
                "mean": float(valid.mean()) if len(valid) else float("nan"), "ci low": low, "ci high": high}  # fmt: skip
         for blind in baselines:
-            if blind == method or (measure, blind) not in wide.columns:
+            if blind == method or (measure, blind) not in taken:
                 continue
             other = torch.tensor(wide[(measure, blind)].to_numpy(dtype=float))
             both = ~(values.isnan() | other.isnan())
