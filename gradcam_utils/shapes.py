@@ -42,9 +42,8 @@ def _inside(shape: str, u: torch.Tensor, v: torch.Tensor, radius: float) -> torc
     if shape == "triangle":  # equilateral, its corners on the circle of `radius`
         inside = torch.ones_like(u, dtype=torch.bool)
         for corner in range(3):
-            angle = (
-                math.pi / 2 + 2 * math.pi * corner / 3 + math.pi
-            )  # the outward normal of the side facing this corner
+            # The outward normal of the side facing this corner
+            angle = math.pi / 2 + 2 * math.pi * corner / 3 + math.pi
             inside &= u * math.cos(angle) + v * math.sin(angle) <= radius / 2
         return inside
     width = 0.3 * radius  # cross: two bars

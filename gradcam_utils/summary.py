@@ -58,17 +58,23 @@ def summarize(
         index="image", columns=["measure", "method"], values="value", aggfunc="first", dropna=False
     )
     out = []
-    taken = set(
-        zip(table["measure"], table["method"])
-    )  # the pivot adds every pair; a blind map takes only some measures
+    # The pivot adds every pair; a blind map takes only some measures
+    taken = set(zip(table["measure"], table["method"]))
     for (measure, method), column in wide.items():
         if (measure, method) not in taken:
             continue
         values = torch.tensor(column.to_numpy(dtype=float))
         valid = values[~values.isnan()]
         low, high = bootstrap(valid, resamples, confidence, seed)
-        row = {"method": method, "measure": measure, "n": len(valid), "nan": int(values.isnan().sum()),
-               "mean": float(valid.mean()) if len(valid) else float("nan"), "ci low": low, "ci high": high}  # fmt: skip
+        row = {
+            "method": method,
+            "measure": measure,
+            "n": len(valid),
+            "nan": int(values.isnan().sum()),
+            "mean": float(valid.mean()) if len(valid) else float("nan"),
+            "ci low": low,
+            "ci high": high,
+        }
         for blind in baselines:
             if blind == method or (measure, blind) not in taken:
                 continue
@@ -77,8 +83,11 @@ def summarize(
             difference = values[both] - other[both]
             d_low, d_high = bootstrap(difference, resamples, confidence, seed)
             better = (difference * BETTER.get(measure, 1) > 0).double()
-            row |= {f"vs {blind}": float(difference.mean()) if len(difference) else float("nan"),
-                    f"vs {blind} ci low": d_low, f"vs {blind} ci high": d_high,
-                    f"wins vs {blind}": float(better.mean()) if len(better) else float("nan")}  # fmt: skip
+            row |= {
+                f"vs {blind}": float(difference.mean()) if len(difference) else float("nan"),
+                f"vs {blind} ci low": d_low,
+                f"vs {blind} ci high": d_high,
+                f"wins vs {blind}": float(better.mean()) if len(better) else float("nan"),
+            }
         out.append(row)
     return pd.DataFrame(out).sort_values(["measure", "method"], kind="stable").reset_index(drop=True)
