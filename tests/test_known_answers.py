@@ -156,3 +156,15 @@ def test_the_metrics_on_a_hand_made_toy():
     )
     three = torch.tensor([-1.0, 2.0, -3.0])[:, None, None].expand(3, 2, 2)
     assert torch.equal(gu.localisation.saliency(three, pixel_maps=True), torch.full((2, 2), 6.0))
+
+
+def test_relevance_rank_takes_ties_in_pixel_order():
+    """The definition by a stable sort, on maps full of ties: the K highest pixels, ties at the K-th value by index."""
+    generator = torch.Generator().manual_seed(1)
+    maps = torch.randint(0, 4, (40, 6, 6), generator=generator).double()
+    masks = torch.rand(40, 6, 6, generator=generator) > 0.5
+    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+    sizes = masks.flatten(1).sum(1)
+    first = torch.arange(36)[None] < sizes[:, None]
+    expected = (masks.flatten(1).gather(1, order) & first).sum(1) / sizes
+    torch.testing.assert_close(gu.relevance_rank(maps, masks), expected.double())
