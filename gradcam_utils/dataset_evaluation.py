@@ -25,7 +25,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -236,6 +236,32 @@ def evaluate_batch(
         for method in methods:
             add(method, "cost", [1 + seconds[method] / forward] * len(images))
     return rows
+
+
+class BatchEvaluator:
+    """`evaluate_batch` in the form Ray Data's `map_batches` takes. It is built once per worker, so each worker loads
+    its model once, with `load` (a picklable function of no arguments), on the worker's GPU where Ray gives it one.
+    Then it is called with batches of columns {"image", "label", "mask", "index"} and returns the rows as columns.
+    Keyword arguments are evaluate_batch's (methods, metrics, layer, options, steps, seed), plus `seeds` and
+    `load_shuffled` for the randomization measures."""
+
+    def __init__(self, load: Callable[[], torch.nn.Module], load_shuffled: Callable[[], torch.nn.Module] | None = None,
+                 seeds: Sequence[int] = (0, 1, 2), **kwargs: Any) -> None:  # fmt: skip
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load().to(device).eval()
+        metrics = kwargs.get("metrics", DATASET_METRICS)
+        self.randomized = randomized_models(self.model, seeds) if "randomization" in metrics else []
+        self.shuffled = load_shuffled().to(device).eval() if load_shuffled is not None else None
+        self.kwargs = kwargs
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
+        device = next(self.model.parameters()).device
+        images = torch.as_tensor(batch["image"]).to(device)
+        labels, masks = torch.as_tensor(batch["label"]), torch.as_tensor(batch["mask"]).bool()
+        indices = [int(i) for i in batch["index"]]
+        kwargs = {"methods": ALL_METHODS, **self.kwargs, "randomized": self.randomized, "shuffled_model": self.shuffled}
+        rows = evaluate_batch(self.model, images, labels, masks, indices, **kwargs)
+        return {key: [row[key] for row in rows] for key in ("image", "method", "measure", "value")}
 
 
 def randomized_models(model: torch.nn.Module, seeds: Sequence[int]) -> list[torch.nn.Module]:
