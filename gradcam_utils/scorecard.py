@@ -55,6 +55,7 @@ BLIND = ("random map", "centre prior")  # image-blind maps: the floor every meth
 BLIND_METRICS = ("deletion", "insertion", "pointing", "energy")
 EVALUATED = (*ALL_METHODS, "occlusion")
 ALIASES = {"energy": "relevance_mass"}  # the photos' name for the share of the map inside the box
+PHOTO_NAMES = {"relevance_mass": "energy"}  # the datasets' name, on the photos
 
 
 def evaluate(
@@ -114,6 +115,7 @@ def evaluate(
         )
         table = pd.DataFrame(rows, columns=["image", "method", "measure", "value"])
         return table if per_image else summarize(table)
+    metrics = [PHOTO_NAMES.get(m, m) for m in metrics]
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise GradCamError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")

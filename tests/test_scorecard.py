@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -134,3 +135,11 @@ def test_an_image_blind_map_scores_the_same_on_every_image(lite0):
     assert table["energy in box sd"]["centre prior"] == pytest.approx(0, abs=1e-9)
     assert table["energy in box"]["centre prior"] == pytest.approx(0.5, abs=0.01)  # and is symmetric about the middle
     assert table["energy in box sd"]["Grad-CAM"] > 0.01  # Grad-CAM does see it
+
+
+def test_relevance_mass_is_the_photos_energy(lite0):
+    """The datasets' name for the share of the map inside the evidence works on the photos too (energy, in the box)."""
+    photo = [SAMPLES / "cat_dog.png"]
+    by_name = gu.evaluate(lite0, photo, methods=["gradcam"], metrics=["relevance_mass"], progress=False)
+    energy = gu.evaluate(lite0, photo, methods=["gradcam"], metrics=["energy"], progress=False)
+    pd.testing.assert_frame_equal(by_name, energy)
