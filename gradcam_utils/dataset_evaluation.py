@@ -114,7 +114,8 @@ def _auc(values: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(values, dx=1 / (values.shape[1] - 1), dim=1)
 
 
-def _rank(a: torch.Tensor, b: torch.Tensor) -> float:
+def rank_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Rank correlation of the absolute maps (a sign flip is no change); NaN for a constant map."""
     with warnings.catch_warnings():  # a constant map has no ranking: NaN, counted in the summary's "nan" column
         warnings.simplefilter("ignore", RuntimeWarning)
         return spearman(a, b, absolute=True)
@@ -177,7 +178,7 @@ def evaluate_batch(
     options = options or {}
     layer = layer or default_layer(model)
     classes = _classes(model, images)
-    others = torch.tensor([_other_class(int(c), classes, seed + int(i)) for c, i in zip(labels, indices)])
+    others = torch.tensor([other_class(int(c), classes, seed + int(i)) for c, i in zip(labels, indices)])
     wanted = torch.stack([labels, others]) if "random_logit" in metrics else labels[None]
     with torch.no_grad():
         start = time.perf_counter()
@@ -192,7 +193,7 @@ def evaluate_batch(
         )
 
     def similarity(method: str, others: torch.Tensor) -> list[float]:
-        return [_rank(a, b) for a, b in zip(maps[method][0], others)]
+        return [rank_similarity(a, b) for a, b in zip(maps[method][0], others)]
 
     random_maps = [
         torch.rand(images.shape[-2:], generator=torch.Generator().manual_seed(seed + int(i))) for i in indices
@@ -277,7 +278,8 @@ def _classes(model: torch.nn.Module, images: torch.Tensor) -> int:
         return run_model(model, images[:1]).shape[1]
 
 
-def _other_class(target: int, classes: int, seed: int) -> int:
+def other_class(target: int, classes: int, seed: int) -> int:
+    """A class other than `target`, drawn with `seed`: the random-logit test's (Sixt et al. 2020)."""
     other = int(torch.randint(classes - 1, (1,), generator=torch.Generator().manual_seed(seed)))
     return other + (other >= target)
 

@@ -18,7 +18,6 @@ import json
 import math
 import statistics
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -28,9 +27,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .dataset_evaluation import DATASET_METRICS, evaluate_dataset
+from .dataset_evaluation import DATASET_METRICS, evaluate_dataset, other_class, rank_similarity
+from .dataset_evaluation import centre_prior as batched_centre_prior
 from .errors import GradCamError
-from .evaluation import area_under, cascade_order, deletion_curve, insertion_curve, randomize_layers, spearman, ssim
+from .evaluation import area_under, cascade_order, deletion_curve, insertion_curve, randomize_layers, ssim
 from .forward_pass import explain
 from .method_table import ALL_METHODS, BY_NAME, TITLES, check_methods
 from .models import ImageSource, class_index, input_config, load_image, preprocess
@@ -132,7 +132,7 @@ def evaluate(
         x = preprocess(picture, model)
         forward, logits = _forward_seconds(model, x)
         c = int(logits.argmax()) if target is None else class_index(target, logits.numel())
-        other = _other_class(c, logits.numel(), seed + index)
+        other = other_class(c, logits.numel(), seed + index)
         box = box_mask(boxes.get(name, []), c, picture.size, model, x.device)
         blind = {
             "random map": torch.rand(x.shape[-2:], generator=torch.Generator().manual_seed(seed + index)).to(x.device),
@@ -150,10 +150,10 @@ def evaluate(
                 found["cost (forward passes)"].append(min(seconds for _, seconds in timed) / forward)
             if "randomization" in metrics:
                 after = explanation(randomized, x, method, c, where, options.get(method, {}))
-                found["rank corr. random model"].append(_rank(map_, after))
+                found["rank corr. random model"].append(rank_similarity(map_, after))
                 found["SSIM random model"].append(ssim(map_, after))
             if "random_logit" in metrics:
-                found["rank corr. other class"].append(_rank(map_, timed[1][0]))
+                found["rank corr. other class"].append(rank_similarity(map_, timed[1][0]))
             _faithful_and_local(found, metrics, model, x, map_, c, box, steps)
             bar.update()
         for blind_name, map_ in blind.items():
@@ -208,12 +208,6 @@ def _faithful_and_local(
         found["energy in box"].append(energy_in_box(map_, box))
 
 
-def _rank(a: torch.Tensor, b: torch.Tensor) -> float:
-    with warnings.catch_warnings():  # a constant map has no ranking: NaN, left out of the mean
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return spearman(a, b, absolute=True)
-
-
 def _table(scores: dict[str, dict[str, list[float]]], methods: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
     rows = {}
     for name, found in scores.items():
@@ -252,11 +246,6 @@ def _named(images: Images) -> dict[str, ImageSource]:
     return {
         Path(image).stem if isinstance(image, (str, Path)) else f"image {i}": image for i, image in enumerate(listed)
     }
-
-
-def _other_class(target: int, classes: int, seed: int) -> int:
-    other = int(torch.randint(classes - 1, (1,), generator=torch.Generator().manual_seed(seed)))
-    return other + (other >= target)
 
 
 def _forward_seconds(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -330,11 +319,6 @@ def energy_in_box(map_: Any, box: torch.Tensor) -> float:
 
 
 def centre_prior(x: torch.Tensor) -> torch.Tensor:
-    """A Gaussian bump in the middle of the frame, sigma a quarter of the side: where photographers put their
-    subject."""
-    height, width = x.shape[-2:]
-    rows, columns = torch.meshgrid(
-        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
-    )
-    sigma = min(height, width) / 4
-    return torch.exp(-((rows - (height - 1) / 2) ** 2 + (columns - (width - 1) / 2) ** 2) / (2 * sigma**2)).to(x.device)
+    """[H, W]: a Gaussian bump in the middle of the frame, sigma a quarter of the side: where photographers put their
+    subject (dataset_evaluation.centre_prior, for one image)."""
+    return batched_centre_prior(x.detach().float().reshape(-1, *x.shape[-2:])[:1])[0]
