@@ -6,13 +6,16 @@ recorded forward pass (the random-logit class rides along as a second target). M
 
 - pointing, relevance_mass, relevance_rank: localisation.py on the map's saliency (positive part of a heatmap,
   absolute channel sum of a pixel map) against the evidence mask.
-- deletion, insertion: the area under the curve of p(class) as pixels go to or come from the grey baseline, divided
-  by p(class) on the intact image so that images of any confidence compare (Petsiuk et al. 2018), most relevant first;
-  "... (least first)" the same with the order reversed.
-- randomization: rank correlation of the absolute maps, trained model against one whose top `RANDOMIZED_TOP`
-  layers of the cascade are re-initialised (Adebayo et al. 2018), averaged over `seeds`; random_logit: against the
-  map of a random other class (Sixt et al. 2020); data_randomization: against the map that `shuffled_model`, the same
-  architecture trained on shuffled labels, gives for the same image and class (Adebayo et al. 2018, Sec. 5).
+- deletion, insertion: the area under the curve of p(class) as pixels go to the grey baseline (deletion) or come back
+  onto the blurred image (insertion, as Petsiuk et al. 2018 start it), divided by p(class) on the intact image so that
+  images of any confidence compare, most relevant first; "... (least first)" the same with the order reversed. (With
+  one baseline for both, insertion most-first would be deletion least-first read backwards: the same area.)
+- randomization: how similar the map stays, |rank correlation| of the absolute maps, between the trained model and
+  one whose top of the cascade (`top_of_cascade`: the classifier down to the last convolution's layer) is
+  re-initialised (Adebayo et al. 2018), averaged over `seeds`; random_logit: against the map of a random other class
+  (Sixt et al. 2020); data_randomization: against the map that `shuffled_model`, the same architecture trained on
+  shuffled labels, gives for the same image and class (Adebayo et al. 2018, Sec. 5). 0 is unrelated, 1 the same
+  ranking (or its reverse); a map that is constant has no ranking: NaN, counted.
 - cost: the method's own work on the shared forward pass, in forward passes of the batch, plus the one forward
   pass it would need alone.
 Three image-blind maps take the localisation and faithfulness measures too: a random map, a centre prior and an edge
@@ -21,7 +24,6 @@ map (the gradient magnitude of the image itself, which knows nothing of the mode
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,15 +33,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .baselines import baseline
 from .errors import GradCamError
-from .evaluation import cascade_order, randomize_layers, spearman
+from .evaluation import BatchCurves, randomize_layers, spearman, top_of_cascade
 from .forward_pass import ForwardPass
-from .layers import default_layer
+from .layers import default_layer, get_layer
 from .localisation import pointing_game, relevance_mass, relevance_rank, saliency
 from .method_table import ALL_METHODS, BY_NAME, check_methods
 from .models import eval_mode, run_model
-from .occlusion import occlusion_sensitivity
+from .occlusion import occlusion_maps
 from .pixel_rules import needs_rectifiers
 
 DATASET_METRICS = (
@@ -54,8 +55,6 @@ DATASET_METRICS = (
     "cost",
 )
 BLIND_MAPS = ("random map", "centre prior", "edge map")
-MIN_PROBABILITY = 0.01  # below it, a curve normalised by p(class | intact image) is not reported (NaN)
-RANDOMIZED_TOP = 2  # the classifier and the last block: the top of notebook 08's cascade
 # (measure, insertion, least relevant first): the curves, each for the metric named by its first word
 CURVES = (("deletion", False, False), ("deletion (least first)", False, True), ("insertion", True, False),
           ("insertion (least first)", True, True))  # fmt: skip
@@ -83,42 +82,17 @@ def centre_prior(images: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(rows**2 + columns**2) / (2 * sigma**2)).expand(len(images), -1, -1)
 
 
-def curves(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    maps: torch.Tensor,
-    targets: torch.Tensor,
-    steps: int,
-    insertion: bool,
-    least_first: bool = False,
-) -> torch.Tensor:
-    """p(target) [B, steps + 1] as the pixels, in each map's order, go from the image to the grey baseline (deletion)
-    or back (insertion), divided by p(target) on the intact image: one forward pass of the batch per step. Where the
-    model gives the class less than MIN_PROBABILITY on the intact image the ratio is noise over noise: NaN."""
-    grey = baseline(model, images, "grey")
-    start, finish = (grey, images) if insertion else (images, grey)
-    order = maps.flatten(1).argsort(dim=1, descending=not least_first, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    pixels, rows = order.shape[1], torch.arange(len(images), device=images.device)
-    probabilities = []
-    with torch.no_grad():
-        intact = run_model(model, images).softmax(1)[rows, targets]
-        for step in range(steps + 1):
-            changed = (ranks < round(pixels * step / steps)).view(len(images), 1, *images.shape[-2:])
-            probabilities.append(run_model(model, torch.where(changed, finish, start)).softmax(1)[rows, targets])
-    return torch.stack(probabilities, dim=1) / intact.where(intact >= MIN_PROBABILITY, math.nan)[:, None]
-
-
 def _auc(values: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(values, dx=1 / (values.shape[1] - 1), dim=1)
 
 
 def rank_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Rank correlation of the absolute maps (a sign flip is no change); NaN for a constant map."""
+    """|Rank correlation| of the absolute maps: 0 unrelated, 1 the same ranking or its reverse (a map's sign, say
+    Eigen-CAM's, is arbitrary, and a reversed ranking is as much the old map as the same one); NaN for a constant
+    map."""
     with warnings.catch_warnings():  # a constant map has no ranking: NaN, counted in the summary's "nan" column
         warnings.simplefilter("ignore", RuntimeWarning)
-        return spearman(a, b, absolute=True)
+        return abs(spearman(a, b, absolute=True))
 
 
 def _maps(
@@ -126,33 +100,31 @@ def _maps(
     images: torch.Tensor,
     targets: torch.Tensor,
     methods: Sequence[str],
-    layer: str,
+    layers: Mapping[str, str],
     options: Mapping[str, Mapping[str, Any]],
+    seed: int,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """{method: maps [k, B, ...]} for targets [k, B] from one forward pass, and each method's seconds on it."""
+    """{method: maps [k, B, ...]} for targets [k, B] from one forward pass, and each method's seconds on it. `layers`:
+    {method: layer} for the layer methods. SmoothGrad draws its noise with `seed` unless its options give one."""
     explained = [m for m in methods if m != "occlusion"]
     pass_ = ForwardPass(
-        model, images, [layer] if any(BY_NAME[m].layer for m in explained) else [], needs_rectifiers(explained)
+        model, images, sorted({layers[m] for m in explained if m in layers}), needs_rectifiers(explained)
     )
+    side = images.shape[-1]
+    defaults: dict[str, dict[str, Any]] = {
+        "smoothgrad": {"seed": seed},
+        "scorecam": {"progress": False},
+        "occlusion": {"patch": side // 4, "stride": side // 8},
+    }
     maps, seconds = {}, {}
     for method in methods:
         start = time.perf_counter()
+        given = {**defaults.get(method, {}), **options.get(method, {})}
         if method == "occlusion":
-            given = {
-                "patch": images.shape[-1] // 4,
-                "stride": images.shape[-1] // 8,
-                "progress": False,
-                **options.get(method, {}),
-            }
-            per_image = [
-                [occlusion_sensitivity(model, image, int(c), **given) for image, c in zip(images, row)]
-                for row in targets
-            ]
-            maps[method] = torch.stack([torch.stack(row) for row in per_image])
+            given.pop("progress", None)
+            maps[method] = occlusion_maps(model, images, targets, **given)
         else:
-            maps[method] = pass_.maps(
-                [method], targets, layer, {method: options[method]} if method in options else None
-            )[method]
+            maps[method] = pass_.maps([method], targets, layers.get(method), {method: given} if given else None)[method]
         seconds[method] = time.perf_counter() - start
     return maps, seconds
 
@@ -165,7 +137,7 @@ def evaluate_batch(
     indices: Sequence[int],
     methods: Sequence[str],
     metrics: Sequence[str] = DATASET_METRICS,
-    layer: str | None = None,
+    layer: str | Mapping[str, str] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     steps: int = 16,
     randomized: Sequence[torch.nn.Module] = (),
@@ -173,10 +145,11 @@ def evaluate_batch(
     seed: int = 0,
 ) -> list[Row]:
     """The rows of one batch: images [B, 3, H, W], the classes to explain [B], evidence masks [B, H, W] (bool), and
-    the images' indices in the dataset (for the rows and the seeded random parts). `randomized`: the model with the
-    top of its cascade re-initialised, one per seed (`randomized_models`), for the randomization measure."""
+    the images' indices in the dataset (for the rows and the seeded random parts). `layer`: of the layer methods, one
+    name for all or {method: name} (the rest at the model's last block). `randomized`: the model with the top of its
+    cascade re-initialised, one per seed (`randomized_models`), for the randomization measure."""
     options = options or {}
-    layer = layer or default_layer(model)
+    layers = layers_of(model, methods, layer)
     classes = _classes(model, images)
     others = torch.tensor([other_class(int(c), classes, seed + int(i)) for c, i in zip(labels, indices)])
     wanted = torch.stack([labels, others]) if "random_logit" in metrics else labels[None]
@@ -184,7 +157,9 @@ def evaluate_batch(
         start = time.perf_counter()
         run_model(model, images)
         forward = time.perf_counter() - start
-    maps, seconds = _maps(model, images, wanted.to(images.device), methods, layer, options)
+    # Each batch its own noise: the same seed for every batch would give image i and image i + batch_size one draw
+    noise_seed = seed + int(indices[0])
+    maps, seconds = _maps(model, images, wanted.to(images.device), methods, layers, options, noise_seed)
     rows: list[Row] = []
 
     def add(method: str, measure: str, values: Iterable[float]) -> None:
@@ -195,6 +170,8 @@ def evaluate_batch(
     def similarity(method: str, others: torch.Tensor) -> list[float]:
         return [rank_similarity(a, b) for a, b in zip(maps[method][0], others)]
 
+    curved = [c for c in CURVES if c[0].split(" ")[0] in metrics]
+    curves = BatchCurves(model, images, labels, steps, seed) if curved else None
     random_maps = [
         torch.rand(images.shape[-2:], generator=torch.Generator().manual_seed(seed + int(i))) for i in indices
     ]
@@ -211,18 +188,15 @@ def evaluate_batch(
         ):
             if measure in metrics:
                 add(method, measure, metric(picture, masks))
-        for measure, insertion, least_first in CURVES:
-            if measure.split(" ")[0] in metrics:
-                values = curves(
-                    model, images, picture.to(images.device), labels.to(images.device), steps, insertion, least_first
-                )
-                add(method, measure, _auc(values).tolist())
+        for measure, insertion, least_first in curved:
+            assert curves is not None
+            add(method, measure, _auc(curves(picture, insertion, least_first)).tolist())
     targets = labels[None].to(images.device)
     if "random_logit" in metrics:
         for method in methods:
             add(method, "random_logit", similarity(method, maps[method][1]))
     if "randomization" in metrics:
-        after = [_maps(other, images, targets, methods, layer, options)[0] for other in randomized]
+        after = [_maps(other, images, targets, methods, layers, options, noise_seed)[0] for other in randomized]
         for method in methods:
             add(
                 method,
@@ -230,7 +204,7 @@ def evaluate_batch(
                 torch.tensor([similarity(method, a[method][0]) for a in after]).mean(0).tolist(),
             )
     if "data_randomization" in metrics and shuffled_model is not None:
-        shuffled = _maps(shuffled_model, images, targets, methods, layer, options)[0]
+        shuffled = _maps(shuffled_model, images, targets, methods, layers, options, noise_seed)[0]
         for method in methods:
             add(method, "data_randomization", similarity(method, shuffled[method][0]))
     if "cost" in metrics:
@@ -265,9 +239,18 @@ class BatchEvaluator:
         return {key: [row[key] for row in rows] for key in ("image", "method", "measure", "value")}
 
 
+def layers_of(model: torch.nn.Module, methods: Sequence[str], layer: str | Mapping[str, str] | None) -> dict[str, str]:
+    """{method: layer} for the layer methods among `methods`: `layer` for all, or as {method: layer}, the rest at the
+    model's last block."""
+    given: Mapping[str, str] = layer if isinstance(layer, Mapping) else {}
+    chosen = {m: given.get(m, layer if isinstance(layer, str) else None) for m in methods if BY_NAME[m].layer}
+    fallback = default_layer(model) if None in chosen.values() else ""
+    return {m: name or fallback for m, name in chosen.items()}
+
+
 def randomized_models(model: torch.nn.Module, seeds: Sequence[int]) -> list[torch.nn.Module]:
-    """Copies of the model whose top `RANDOMIZED_TOP` layers of the cascade are re-initialised, one per seed."""
-    return [randomize_layers(model, cascade_order(model)[:RANDOMIZED_TOP], s) for s in seeds]
+    """Copies of the model whose top of the cascade (`top_of_cascade`) is re-initialised, one per seed."""
+    return [randomize_layers(model, top_of_cascade(model), s) for s in seeds]
 
 
 def _classes(model: torch.nn.Module, images: torch.Tensor) -> int:
@@ -321,7 +304,7 @@ def evaluate_dataset(
     methods: Sequence[str] | None = None,
     metrics: Sequence[str] = DATASET_METRICS,
     target: str | None = None,
-    layer: str | None = None,
+    layer: str | Mapping[str, str] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 32,
     steps: int = 16,
@@ -342,6 +325,8 @@ def evaluate_dataset(
         raise GradCamError(f"on a dataset, target is None (each item's label) or 'predicted', not {target!r}")
     if "data_randomization" in metrics and shuffled_model is None:
         raise GradCamError("data_randomization needs shuffled_model=, the same architecture trained on shuffled labels")
+    for name in set(layers_of(model, methods, layer).values()):
+        get_layer(model, name)  # a wrong name: one line with the close matches, before any work
     device = next(model.parameters()).device
     randomized = randomized_models(model, seeds) if "randomization" in metrics else []
     rows: list[Row] = []

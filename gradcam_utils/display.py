@@ -1,4 +1,5 @@
-"""Maps -> pictures: the min-max normalisation the papers use, heatmap overlays, and grids of classes x methods."""
+"""Maps -> pictures: the min-max normalisation the papers use, heatmap overlays, grids of classes x methods, and
+per-image results as strips."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from .errors import GradCamError
 from .method_table import HEATMAPS, TITLES
 from .models import Prediction
+from .summary import bootstrap
 
 
 def normalize(map_: Any) -> np.ndarray:
@@ -138,3 +140,22 @@ def scaling_note(methods: Sequence[str]) -> str:
 def class_labels(rows: Sequence[Prediction]) -> list[str]:
     """Column titles "#1 bull mastiff (0.717)" from predict()'s rows."""
     return [f"#{rank} {name} ({probability:.3f})" for rank, (_, name, probability) in enumerate(rows, start=1)]
+
+
+def strip_plot(
+    ax: matplotlib.axes.Axes, rows: Any, measure: str, methods: Sequence[str], seed: int = 0
+) -> matplotlib.axes.Axes:
+    """One row per method: every image's value of `measure` as a dot (jittered up and down, so that equal values stay
+    visible), and the mean with its 95% bootstrap interval as a black bar. `rows`: evaluate(..., per_image=True)'s."""
+    generator = np.random.default_rng(seed)
+    for y, method in enumerate(methods):
+        values = rows[(rows["method"] == method) & (rows["measure"] == measure)]["value"].dropna().to_numpy()
+        ax.scatter(values, y + generator.uniform(-0.25, 0.25, len(values)), s=6, alpha=0.35, color=f"C{y % 10}")
+        if len(values):
+            low, high = bootstrap(torch.tensor(values))
+            ax.errorbar(values.mean(), y, xerr=[[values.mean() - low], [high - values.mean()]], fmt="o", color="black",
+                        markersize=4, capsize=3)  # fmt: skip
+    ax.set_yticks(range(len(methods)), [TITLES.get(m, m) for m in methods], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel(measure)
+    return ax

@@ -58,6 +58,18 @@ def cascade_order(model: torch.nn.Module) -> list[str]:
     return head[::-1] + layers[::-1]
 
 
+def top_of_cascade(model: torch.nn.Module) -> list[str]:
+    """The top of Adebayo et al.'s cascade: from the classifier down to the first layer that holds a convolution (the
+    small models' classifier and features.3; EfficientNet-Lite's classifier, bn2 and conv_head). A map that explains
+    the learned weights must already change here; the whole cascade, down to the stem, leaves numerically dead maps
+    (1e-10 and below), and every method "passes" on those."""
+    cascade = cascade_order(model)
+    for depth, name in enumerate(cascade, start=1):
+        if any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in get_layer(model, name).modules()):
+            return cascade[:depth]
+    return cascade
+
+
 def _as_map(map_: Any, what: str = "the map") -> torch.Tensor:
     """A map (tensor or numpy array) as a detached float64 tensor."""
     try:
@@ -214,6 +226,51 @@ def insertion_curve(
     the most salient pixels come back first. Higher area = more faithful."""
     x = as_batch(model, x)[:1]
     return _curve(model, baseline_of(model, x, baseline), x, saliency, class_index(target), steps, batch_size)
+
+
+MIN_PROBABILITY = 0.01  # below it, a curve normalised by p(class | intact image) is not reported (NaN)
+
+
+class BatchCurves:
+    """Deletion and insertion curves for a batch of images [B, 3, H, W] and their classes [B], normalised by p(class)
+    on the intact image, for any number of maps: the baselines and the curves' two ends (the intact image, and the
+    baseline, which no map changes) run once for all of them. Pixels of equal value go in a random order (seeded): in
+    pixel order, a blank map would delete the top rows first, which is a map of its own.
+
+    Deletion greys out the map's pixels from the image; insertion puts them back onto the blurred image (Petsiuk et
+    al. 2018). With one baseline for both, insertion most-first would be deletion least-first read backwards. Where
+    the model gives the class less than MIN_PROBABILITY on the intact image the ratio is noise over noise: NaN."""
+
+    def __init__(
+        self, model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, steps: int, seed: int = 0
+    ) -> None:
+        self.model, self.images, self.steps = model, images, whole_number("steps", steps)
+        pixels = images.shape[-2] * images.shape[-1]
+        self.shuffle = torch.randperm(pixels, generator=torch.Generator().manual_seed(seed)).to(images.device)
+        self.rows, self.targets = torch.arange(len(images), device=images.device), targets.to(images.device)
+        self.grey, self.blurred = baseline_of(model, images, "grey"), baseline_of(model, images, "blur")
+        intact, self.at_grey, self.at_blurred = (self.probability(x) for x in (images, self.grey, self.blurred))
+        self.intact = intact.where(intact >= MIN_PROBABILITY, math.nan)
+
+    def probability(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), eval_mode(self.model):
+            return self.model(batch).softmax(1)[self.rows, self.targets]
+
+    def __call__(self, maps: torch.Tensor, insertion: bool, least_first: bool = False) -> torch.Tensor:
+        """p(class) / p(class | intact) [B, steps + 1] as the pixels, in the order of maps [B, H, W] (most relevant
+        first, or least), leave the image (deletion) or come back (insertion): one forward pass per inner step."""
+        start, finish = (self.blurred, self.images) if insertion else (self.images, self.grey)
+        shuffled = maps.to(self.images.device).flatten(1)[:, self.shuffle]
+        order = self.shuffle[shuffled.argsort(dim=1, descending=not least_first, stable=True)]
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+        pixels, shape = order.shape[1], (len(self.images), 1, *self.images.shape[-2:])
+        inner = [
+            self.probability(torch.where((ranks < round(pixels * step / self.steps)).view(shape), finish, start))
+            for step in range(1, self.steps)
+        ]
+        ends = (self.at_blurred, self.intact) if insertion else (self.intact, self.at_grey)
+        return torch.stack([ends[0], *inner, ends[1]], dim=1) / self.intact[:, None]
 
 
 def area_under(fractions: Any, probabilities: Any) -> float:

@@ -18,7 +18,7 @@ from .explorer_base import STYLE, WIDE, ExplorerBase, method_menu, ranked, sampl
 from .forward_pass import ForwardPass
 from .layers import last_layer, list_layers
 from .method_table import ALL_METHODS, BY_NAME, TITLES
-from .models import CLASS_NAMES, ImageSource, class_name, deprocess, load_image, preprocess
+from .models import ImageSource, class_name, class_names, deprocess, load_image, preprocess
 
 
 class Explorer(ExplorerBase):
@@ -47,8 +47,8 @@ class Explorer(ExplorerBase):
         self.topk = whole_number("topk", topk)
         self.alpha.value = default_alpha(method) if alpha is None else alpha
         self.class_picker = widgets.Combobox(
-            options=CLASS_NAMES,
-            placeholder="or type any ImageNet class",
+            options=class_names(self.model),
+            placeholder="or type any class of the model",
             ensure_option=True,
             description="Any class",
             style=STYLE,
@@ -111,7 +111,7 @@ class Explorer(ExplorerBase):
         self.picture = deprocess(x, self.model)
         self._probabilities = self.forward_pass.probabilities[0]
         quiet, self._quiet = self._quiet, True
-        self.class_slider.options = ranked(self._probabilities, self.topk)
+        self.class_slider.options = ranked(self._probabilities, self.topk, self.model)
         self.class_slider.index = 0
         self.class_picker.value = ""
         self._quiet = quiet
@@ -120,7 +120,8 @@ class Explorer(ExplorerBase):
     def target(self) -> int:
         """The class shown: the one typed into the picker, else the one on the slider."""
         name = self.class_picker.value
-        return CLASS_NAMES.index(name) if name in CLASS_NAMES else int(self.class_slider.value)
+        names = class_names(self.model)
+        return names.index(name) if name in names else int(self.class_slider.value)
 
     def compute(self) -> torch.Tensor:
         """The current method's map for the current class and layer: one backward pass on the cached forward."""
@@ -148,9 +149,8 @@ class Explorer(ExplorerBase):
         where = f" at {self.layer.value}" if takes_layer else ""
         self._input.set_data(self.picture)
         self._explanation.set_data(overlay(self.picture, map_, self.alpha.value))
-        self._title.set_text(
-            f"{TITLES[self.method.value]}{where}\n{class_name(target)} (p = {float(self._probabilities[target]):.3f})"
-        )
+        name, probability = class_name(target, self.model), float(self._probabilities[target])
+        self._title.set_text(f"{TITLES[self.method.value]}{where}\n{name} (p = {probability:.3f})")
         self.show(self._figure)
 
     def _draw_figure(self) -> matplotlib.figure.Figure:

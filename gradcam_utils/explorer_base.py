@@ -44,11 +44,12 @@ def method_menu(methods: Sequence[str], value: str) -> widgets.Dropdown:
     return widgets.Dropdown(options=[(TITLES[m], m) for m in methods], value=value, description="Method", style=STYLE)
 
 
-def ranked(probabilities: torch.Tensor, topk: int) -> list[tuple[str, int]]:
-    """The class slider's options: ("1. bull mastiff (0.717)", 243), best first."""
+def ranked(probabilities: torch.Tensor, topk: int, model: torch.nn.Module | None = None) -> list[tuple[str, int]]:
+    """The class slider's options: ("1. bull mastiff (0.717)", 243), best first, named as the model names them."""
     top = probabilities.topk(min(topk, probabilities.numel()))
     return [
-        (f"{rank}. {class_name(int(i))} ({float(p):.3f})", int(i)) for rank, (p, i) in enumerate(zip(*top), start=1)
+        (f"{rank}. {class_name(int(i), model)} ({float(p):.3f})", int(i))
+        for rank, (p, i) in enumerate(zip(*top), start=1)
     ]
 
 

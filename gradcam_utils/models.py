@@ -261,8 +261,14 @@ def class_index(name_or_index: Any, num_classes: int | None = len(CLASS_NAMES)) 
     return int(name_or_index)
 
 
-def class_name(index: int) -> str:
-    return CLASS_NAMES[index] if index < len(CLASS_NAMES) else f"class {index}"
+def class_names(model: torch.nn.Module | None = None) -> tuple[str, ...]:
+    """The model's class names: its `class_names` attribute (the small models have one), else ImageNet's."""
+    return tuple(getattr(model, "class_names", CLASS_NAMES))
+
+
+def class_name(index: int, model: torch.nn.Module | None = None) -> str:
+    names = class_names(model)
+    return names[index] if index < len(names) else f"class {index}"
 
 
 def check_topk(topk: Any, num_classes: int) -> int:
@@ -276,7 +282,9 @@ def predict(model: torch.nn.Module, x: torch.Tensor, topk: int = 3) -> list[Pred
     with torch.no_grad():
         probabilities = run_model(model, as_batch(model, x)).softmax(dim=1)
     values, indices = probabilities.topk(check_topk(topk, probabilities.shape[1]), dim=1)
-    rows = [[(int(i), class_name(int(i)), float(p)) for p, i in zip(ps, idx)] for ps, idx in zip(values, indices)]
+    rows = [
+        [(int(i), class_name(int(i), model), float(p)) for p, i in zip(ps, idx)] for ps, idx in zip(values, indices)
+    ]
     return rows[0] if len(rows) == 1 else rows
 
 

@@ -157,6 +157,26 @@ CHECKS = {
         "no",
         "yes",
     ),
+    "12.3": Check(
+        _number(2 / 64, 0.0005),
+        "if each photo were a coin toss, count the chance of six wins in a row, and add the chance of six losses: the "
+        "two-sided test counts both tails",
+        0.031,
+        1 / 64,
+    ),
+    "13.1": Check(
+        _number(16 / 4096, 0.00005),
+        "a flat map puts on a region the region's share of the pixels: count the marker's pixels and the image's",
+        0.0039,
+        0.0625,
+    ),
+    "13.2": Check(
+        _word("no"),
+        "Eigen-CAM is computed from the activations alone, without the class: its map for the shape's class and for "
+        "the marker's class is one map, so it cannot compare their evidence",
+        "no",
+        "yes",
+    ),
 }
 
 

@@ -4,7 +4,9 @@ Each image holds one object whose shape is the class (`SHAPE_CLASSES`), of rando
 rotation, on a procedural texture, beside small distractor marks that never decide the class; its mask is the
 object's pixels. With `shortcut="aligned"` a small coloured marker sits in a random corner and its colour codes the
 label, a spurious cue a model can learn instead of the shape (Lapuschkin et al. 2019; Geirhos et al. 2020); with
-`shortcut="conflict"` the marker codes another class than the shape. Every image is drawn from its own generator,
+`shortcut="conflict"` the marker codes another class than the shape, with `shortcut="random"` any class, drawn
+independently of the shape (a marker that carries no information). `mask="marker"` gives the marker's mask in
+place of the object's, for measuring how much of a map lands on the marker. Every image is drawn from its own generator,
 seeded by (seed, split, index): the same call gives the same images, and "train" and "test" never share one.
 """
 
@@ -14,6 +16,7 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import GradCamError, one_of, whole_number
@@ -21,7 +24,8 @@ from .errors import GradCamError, one_of, whole_number
 SHAPE_CLASSES = ("disc", "square", "triangle", "cross")
 MARKER_COLOURS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))  # red, green, blue, yellow
 SPLITS = ("train", "test")
-SHORTCUTS = (None, "aligned", "conflict")
+SHORTCUTS = (None, "aligned", "conflict", "random")
+MASKS = ("object", "marker")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # the images are (pixel - 0.5) / 0.25, pixels in [0, 1]
 
 
@@ -63,25 +67,43 @@ def _texture(generator: np.random.Generator, size: int, rows: torch.Tensor, colu
 
 
 class ShapesDataset(Dataset):
-    """(image [3, size, size] float32, normalised; label; mask [size, size] bool of the object's pixels).
+    """(image [3, size, size] float32, normalised; label; mask [size, size] bool of the object's pixels, or of the
+    marker's with mask="marker").
 
     `markers[i]`: (the class the marker's colour codes, the marker's mask), for a dataset with a shortcut.
     """
 
-    def __init__(self, n: int, split: str = "test", seed: int = 0, shortcut: str | None = None, size: int = 64) -> None:
+    def __init__(
+        self,
+        n: int,
+        split: str = "test",
+        seed: int = 0,
+        shortcut: str | None = None,
+        size: int = 64,
+        mask: str = "object",
+    ) -> None:
         self.n = whole_number("n", n)
         self.split = one_of("split", split, SPLITS)
         self.seed = whole_number("seed", seed, minimum=0)
         self.shortcut = one_of("shortcut", shortcut, SHORTCUTS)
         self.size = whole_number("size", size, minimum=32)
+        self.mask = one_of("mask", mask, MASKS)
+        if self.mask == "marker" and self.shortcut is None:
+            raise GradCamError("mask='marker' needs a marker: give shortcut='aligned', 'conflict' or 'random'")
         self.markers = _Markers(self)
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-        image, label, mask, _ = self.draw(index)
-        return image, label, mask
+        image, label, mask, marker = self.draw(index)
+        return image, label, marker[1] if self.mask == "marker" and marker is not None else mask
+
+    def picture(self, index: int) -> Image.Image:
+        """Item `index` as a 64 x 64 RGB photo (what preprocess turns back into the item's image, to 1/255), for the
+        explorers and for saving."""
+        pixels = self.draw(index)[0] * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]
+        return Image.fromarray((pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
 
     def generator(self, index: int) -> np.random.Generator:
         if not 0 <= index < self.n:
@@ -120,7 +142,10 @@ class ShapesDataset(Dataset):
         marker = None
         if self.shortcut is not None:
             offset = int(generator.integers(1, len(SHAPE_CLASSES)))
-            coded = label if self.shortcut == "aligned" else (label + offset) % len(SHAPE_CLASSES)
+            if self.shortcut == "random":
+                coded = int(generator.integers(len(SHAPE_CLASSES)))
+            else:
+                coded = label if self.shortcut == "aligned" else (label + offset) % len(SHAPE_CLASSES)
             side, corner = max(3, size // 16), int(generator.integers(4))
             top, left = (2 if corner < 2 else size - 2 - side), (2 if corner % 2 == 0 else size - 2 - side)
             marker_mask = torch.zeros(size, size, dtype=torch.bool)
@@ -140,7 +165,7 @@ class _Markers:
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
         marker = self.dataset.draw(index)[3]
         if marker is None:
-            raise GradCamError("this dataset has no markers; make one with shortcut='aligned' or shortcut='conflict'")
+            raise GradCamError("this dataset has no markers; make one with shortcut='aligned', 'conflict' or 'random'")
         return marker
 
     def __len__(self) -> int:
@@ -148,7 +173,7 @@ class _Markers:
 
 
 def shapes_dataset(
-    n: int, split: str = "test", seed: int = 0, shortcut: str | None = None, size: int = 64
+    n: int, split: str = "test", seed: int = 0, shortcut: str | None = None, size: int = 64, mask: str = "object"
 ) -> ShapesDataset:
     """`n` images of `SHAPE_CLASSES` on textured backgrounds, with the masks of their evidence (see the module doc)."""
-    return ShapesDataset(n, split, seed, shortcut, size)
+    return ShapesDataset(n, split, seed, shortcut, size, mask)

@@ -9,7 +9,9 @@
 The architecture: four blocks of 3 x 3 convolution, batch norm and ReLU (8, 16, 32 and 64 channels; the first three
 followed by 2 x 2 max pooling, so the last block's maps are 8 x 8), global average pooling and one linear layer, so
 that every method of the series applies, CAM included. The recipe (`train_small_model`): Adam, learning rate 3e-3 with
-a cosine decay to 0, batches of 64, `epochs` passes over `n` training images drawn with the model's seed.
+a cosine decay to 0, batches of 64, `epochs` passes over `n` training images drawn with the model's seed; the images
+carry the aligned marker for "shortcut", none for the others, or the marker `shortcut=` names ("random": a marker
+whose colour says nothing of the class, the fix notebook 13 tries).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import GradCamError, close_matches, whole_number
-from .shapes import MEAN, SHAPE_CLASSES, STD, shapes_dataset
+from .shapes import MEAN, SHAPE_CLASSES, SHORTCUTS, STD, shapes_dataset
 
 SMALL_MODELS = ("shapes", "shortcut", "shuffled")
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -46,6 +48,7 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Linear(64, classes)
         # input_config reads this: (resize, crop, mean, std) of shapes.py's images, which come ready-made.
         self.gradcam_input = (64, 64, MEAN, STD)
+        self.class_names = SHAPE_CLASSES  # what predict and the explorers call the classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
@@ -69,8 +72,8 @@ def load_small_model(name: str, device: str | torch.device = "cpu") -> SmallCNN:
     return model.eval().to(device)
 
 
-def _training_set(name: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    data = shapes_dataset(n, "train", seed, shortcut="aligned" if name == "shortcut" else None)
+def _training_set(name: str, n: int, seed: int, shortcut: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    data = shapes_dataset(n, "train", seed, shortcut=shortcut)
     items = [data[i] for i in tqdm(range(n), desc=f"drawing {name} images", unit="image", delay=2)]
     images, labels = torch.stack([image for image, _, _ in items]), torch.tensor([label for _, label, _ in items])
     if name == "shuffled":  # the labels of other images: nothing in an image decides its label
@@ -79,11 +82,21 @@ def _training_set(name: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def train_small_model(
-    name: str, seed: int = 0, n: int = IMAGES, epochs: int = EPOCHS, progress: bool = True
+    name: str,
+    seed: int = 0,
+    n: int = IMAGES,
+    epochs: int = EPOCHS,
+    progress: bool = True,
+    shortcut: str | None = "default",
 ) -> SmallCNN:
-    """A freshly trained `name` model (see the module's doc for the recipe), in eval mode on the CPU."""
+    """A freshly trained `name` model (see the module's doc for the recipe), in eval mode on the CPU. `shortcut`: the
+    training images' marker (one of shapes.SHORTCUTS); by default the aligned one for "shortcut", none otherwise."""
     n, epochs = whole_number("n", n), whole_number("epochs", epochs)
-    images, labels = _training_set(_check_name(name), n, seed)
+    if shortcut == "default":
+        shortcut = "aligned" if name == "shortcut" else None
+    elif shortcut not in SHORTCUTS:
+        raise GradCamError(f"unknown shortcut {shortcut!r}; choose from: {', '.join(map(str, SHORTCUTS))}")
+    images, labels = _training_set(_check_name(name), n, seed, shortcut)
     torch.manual_seed(seed)
     model = SmallCNN()
     batches = (n + BATCH - 1) // BATCH

@@ -59,7 +59,7 @@ class TopicExplorer(ExplorerBase):
         self.picture = deprocess(self.x, self.model)
         with torch.no_grad():
             probabilities = run_model(self.model, self.x)[0].softmax(dim=0)
-        self.class_slider.options = ranked(probabilities, 5)
+        self.class_slider.options = ranked(probabilities, 5, self.model)
 
     def _start(self, rows: Sequence[widgets.Widget], controls: Sequence[widgets.Widget]) -> None:
         self.widget.children = [*rows, self.status, self.picture_widget]
@@ -144,7 +144,7 @@ class OcclusionExplorer(TopicExplorer):
             figure,
             2,
             overlay(self.picture, map_, self.alpha.value),
-            f"Occlusion of '{class_name(target)}'\npatch {patch}, stride {stride}: {positions} positions",
+            f"Occlusion of '{class_name(target, self.model)}'\npatch {patch}, stride {stride}: {positions} positions",
         )
         ax = figure.add_subplot(1, 3, 3)
         ax.imshow(self.picture)
@@ -213,7 +213,7 @@ class RandomizationExplorer(TopicExplorer):
             figure,
             2,
             overlay(self.picture, trained, self.alpha.value),
-            f"{TITLES[method]}, trained model\n'{class_name(target)}'",
+            f"{TITLES[method]}, trained model\n'{class_name(target, self.model)}'",
         )
         self._panel(
             figure,
@@ -306,7 +306,7 @@ class FaithfulnessExplorer(TopicExplorer):
             figure,
             1,
             overlay(self.picture, saliency, default_alpha(method)),
-            f"{TITLES[method]}, '{class_name(target)}'",
+            f"{TITLES[method]}, '{class_name(target, self.model)}'",
         )
         verb, better = ("deleted", "lower") if curve == "deletion" else ("inserted", "higher")
         self._panel(figure, 2, seen, f"What the model sees: {count / order.numel():.0%} {verb}\n(baseline: {baseline})")
@@ -318,7 +318,7 @@ class FaithfulnessExplorer(TopicExplorer):
         fractions, probabilities = self.points(method, target, curve, baseline)
         ax.plot(fractions[self.step.value], probabilities[self.step.value], "o", color="red")
         ax.set_xlabel(f"fraction of pixels {verb}")
-        ax.set_ylabel(f"p('{class_name(target)}')")
+        ax.set_ylabel(f"p('{class_name(target, self.model)}')")
         ax.set_title(f"{curve.capitalize()}: {better} AUC is more faithful", fontsize=10)
         ax.legend(fontsize=8)
         self.status.value = (

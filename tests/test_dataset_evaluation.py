@@ -8,7 +8,8 @@ import torch
 
 import gradcam_utils as gu
 from gradcam_utils import cli
-from gradcam_utils.dataset_evaluation import curves, edge_map
+from gradcam_utils.dataset_evaluation import edge_map
+from gradcam_utils.evaluation import BatchCurves
 
 METHODS = ["gradcam", "vanilla_backprop"]
 
@@ -69,8 +70,8 @@ def test_curves_start_at_one_and_deletion_of_the_evidence_hurts_more_than_of_the
         torch.stack([torch.as_tensor(item[k]) for item in (data[i] for i in range(8))]) for k in range(3)
     )
     evidence = masks.double() + 0.001 * torch.rand(masks.shape, generator=torch.Generator().manual_seed(0))
-    first = curves(model, images, evidence, labels, steps=8, insertion=False)
-    last = curves(model, images, evidence, labels, steps=8, insertion=False, least_first=True)
+    curves = BatchCurves(model, images, labels, steps=8)
+    first, last = curves(evidence, insertion=False), curves(evidence, insertion=False, least_first=True)
     assert torch.allclose(first[:, 0], torch.ones(8, dtype=first.dtype))
     assert torch.trapezoid(first, dx=1 / 8).mean() < torch.trapezoid(last, dx=1 / 8).mean()
 
@@ -183,8 +184,8 @@ def test_a_class_the_model_does_not_see_gets_no_normalised_curve(models):
     model, _ = models
     image, label, _ = gu.shapes_dataset(1, seed=4)[0]
     unlikely = int(model(image[None]).softmax(1)[0].argmin())
-    assert model(image[None]).softmax(1)[0, unlikely] < gu.dataset_evaluation.MIN_PROBABILITY
-    values = curves(
-        model, image[None].repeat(2, 1, 1, 1), torch.rand(2, 64, 64), torch.tensor([label, unlikely]), 4, False
+    assert model(image[None]).softmax(1)[0, unlikely] < gu.evaluation.MIN_PROBABILITY
+    values = BatchCurves(model, image[None].repeat(2, 1, 1, 1), torch.tensor([label, unlikely]), 4)(
+        torch.rand(2, 64, 64), insertion=False
     )
     assert not values[0].isnan().any() and values[1].isnan().all()

@@ -39,6 +39,18 @@ def perfect_and_worst_maps(side=32):
     return perfect, 1 - perfect
 
 
+def test_batched_occlusion_equals_one_image_and_one_class_at_a_time():
+    model = gu.load_small_model("shapes")
+    data = gu.shapes_dataset(3, seed=5)
+    images = torch.stack([data[i][0] for i in range(3)])
+    targets = torch.tensor([[0, 1, 2], [3, 3, 0]])
+    batched = gu.occlusion.occlusion_maps(model, images, targets, patch=16, stride=8, batch_size=20)
+    for k in range(2):
+        for b in range(3):
+            alone = gu.occlusion_sensitivity(model, images[b], int(targets[k, b]), patch=16, stride=8, progress=False)
+            torch.testing.assert_close(batched[k, b], alone, atol=1e-6, rtol=1e-5)
+
+
 def test_deletion_and_insertion_rank_a_perfect_map_above_the_worst():
     # A bright square on black: deleting destroys it, and so does insertion's start, the Gaussian blur of sigma a tenth
     # of the side (6.4 pixels here: on a 32-pixel image, sigma 3.2 keeps most of an 8-pixel square).

@@ -47,14 +47,36 @@ def test_the_marker_codes_the_label_or_another_class(shortcut):
         gu.shapes_dataset(3).markers[0]
 
 
+def test_a_random_marker_says_nothing_of_the_class_and_the_marker_mask_is_its_region():
+    data = gu.shapes_dataset(200, shortcut="random", seed=3)
+    coded = [data.markers[i][0] for i in range(200)]
+    agree = sum(c == data[i][1] for i, c in enumerate(coded)) / 200
+    assert 0.15 < agree < 0.35 and set(coded) == set(range(len(gu.SHAPE_CLASSES)))  # chance is 1/4
+    aligned = gu.shapes_dataset(5, shortcut="aligned", seed=3)
+    regions = gu.shapes_dataset(5, shortcut="aligned", seed=3, mask="marker")
+    for i in range(5):
+        assert torch.equal(regions[i][0], aligned[i][0]) and torch.equal(regions[i][2], aligned.markers[i][1])
+
+
+def test_the_small_models_name_their_classes():
+    model = gu.load_small_model("shapes")
+    image, label, _ = gu.shapes_dataset(1, seed=4)[0]
+    names = [name for _, name, _ in gu.predict(model, image, topk=4)]
+    assert sorted(names) == sorted(gu.SHAPE_CLASSES) and names[0] == gu.SHAPE_CLASSES[label]
+    picture = gu.shapes_dataset(1, seed=4).picture(0)
+    assert (gu.preprocess(picture, model)[0] - image).abs().max() <= 1 / 255 / 0.25 + 1e-6  # the photo is the item
+
+
 def test_bad_arguments_get_one_line_errors():
     for call, message in [
         (lambda: gu.shapes_dataset(0), "n must be a whole number of at least 1, not 0"),
         (lambda: gu.shapes_dataset(5, split="validation"), "unknown split 'validation'; choose one of: train, test"),
         (
             lambda: gu.shapes_dataset(5, shortcut="marker"),
-            "unknown shortcut 'marker'; choose one of: None, aligned, conflict",
+            "unknown shortcut 'marker'; choose one of: None, aligned, conflict, random",
         ),
+        (lambda: gu.shapes_dataset(5, mask="marker"), "mask='marker' needs a marker"),
+        (lambda: gu.train_small_model("shapes", shortcut="corner"), "unknown shortcut 'corner'"),
         (lambda: gu.load_small_model("shape"), "unknown small model 'shape'; close matches: shapes"),
         (
             lambda: gu.pointing_game(torch.rand(2, 8, 8), torch.ones(2, 8, 9, dtype=torch.bool)),

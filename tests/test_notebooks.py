@@ -1,5 +1,6 @@
 """The committed notebooks: executed in order, Colab-ready, small. nbval re-runs each one in the same suite."""
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ SERIES = [
     "10_noise_and_paths",
     "11_after_gradcam",
     "12_which_to_trust",
+    "13_catching_a_cheat",
 ]
 
 
@@ -67,3 +69,15 @@ def test_colab_badge_setup_explorer_and_exercises(path):
     assert any(re.search(r"gu\.explore(_\w+)?\(", c) for c in code), "an explorer: the series' or the topic's"
     assert "Things to try" in text[-1]
     assert any("NBVAL_CHECK_OUTPUT" in c for c in code) or path.stem.startswith("06")
+
+
+def test_the_readme_says_what_notebook_12_shows():
+    """The README's tables and written answer are notebook 12's executed output (tools/sync_readme.py copies them)."""
+    spec = importlib.util.spec_from_file_location("sync_readme", ROOT / "tools" / "sync_readme.py")
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    shown = sync.notebook_sections()
+    assert set(shown) == {"shapes-evidence", "shapes-checks", "photos-table", "answer"}
+    held = sync.readme_sections((ROOT / "README.md").read_text())
+    for name, text in shown.items():
+        assert held.get(name) == text, f"README's {name} differs from notebook 12's output: python tools/sync_readme.py"
